@@ -1,0 +1,92 @@
+//! One `#[repr(C)]` argument struct per hypercall. Fields marked "out" are written by
+//! the monitor before the call returns; everything else is read by the monitor.
+
+use crate::{assert_size, GuestAddr};
+
+/// Console stream: standard output.
+pub const CONSOLE_STDOUT: u32 = 1;
+/// Console stream: standard error.
+pub const CONSOLE_STDERR: u32 = 2;
+
+/// [`crate::Hypercall::ConsoleWrite`]: write `len` bytes at `data` to `stream`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleWriteArgs {
+    /// Bytes to write.
+    pub data: GuestAddr,
+    /// Number of bytes.
+    pub len: u64,
+    /// [`CONSOLE_STDOUT`] or [`CONSOLE_STDERR`].
+    pub stream: u32,
+    /// Must be zero.
+    pub _pad: u32,
+    /// Out: bytes written (all of them unless the host console failed).
+    pub written: u64,
+}
+assert_size!(ConsoleWriteArgs, 32);
+
+/// [`crate::Hypercall::ClockMonotonic`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockMonotonicArgs {
+    /// Out: nanoseconds of the host's monotonic clock.
+    pub nanos: u64,
+}
+assert_size!(ClockMonotonicArgs, 8);
+
+/// [`crate::Hypercall::ClockWall`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockWallArgs {
+    /// Out: nanoseconds since the Unix epoch (host realtime clock).
+    pub nanos_since_epoch: u64,
+}
+assert_size!(ClockWallArgs, 8);
+
+/// [`crate::Hypercall::Yield`]: sleep until the monotonic clock reaches `deadline` or a
+/// device in `wait_set` has input. Returns at once when the deadline has passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct YieldArgs {
+    /// Monotonic deadline in nanoseconds (same clock as [`ClockMonotonicArgs`]).
+    pub deadline: u64,
+    /// Bit `i` set: wake when device `i` of `BootInfo::devices` is readable.
+    /// No devices exist in ABI version 1, so it must be zero.
+    pub wait_set: u64,
+    /// Out: the subset of `wait_set` that is ready.
+    pub ready_set: u64,
+}
+assert_size!(YieldArgs, 24);
+
+/// [`crate::Hypercall::Exit`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitArgs {
+    /// Exit status; the monitor exits with `status & 0xff`.
+    pub status: i32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(ExitArgs, 8);
+
+/// [`crate::Hypercall::Abort`]: the guest gives up; the monitor prints `message` on
+/// its standard error and exits with `status & 0xff`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AbortArgs {
+    /// UTF-8 message (the monitor prints it lossily).
+    pub message: GuestAddr,
+    /// Length of `message` in bytes; the monitor prints at most 4 KiB of it.
+    pub len: u64,
+    /// Exit status (the libOS uses 101 for a panic).
+    pub status: i32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(AbortArgs, 24);
+
+/// The exit status the libOS uses for a panic, as Rust's std does.
+pub const PANIC_EXIT_STATUS: i32 = 101;
+
+/// The longest abort message the monitor prints.
+pub const ABORT_MESSAGE_MAX: u64 = 4096;

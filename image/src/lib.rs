@@ -1,0 +1,1 @@
+//! septem-image
