@@ -169,6 +169,9 @@ impl fmt::Display for HcError {
     }
 }
 
+impl core::error::Error for UnknownHypercall {}
+impl core::error::Error for HcError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +199,3 @@ mod tests {
         assert_eq!(HcError::check(42), Ok(42));
     }
 }
-
-impl core::error::Error for UnknownHypercall {}
-impl core::error::Error for HcError {}

@@ -391,6 +391,8 @@ fn validate_name_bytes(name: &[u8; 32], index: usize) -> Result<(), ManifestErro
     }
 }
 
+impl core::error::Error for ManifestError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,5 +505,3 @@ mod tests {
         assert!(!n.desc.is_finalized());
     }
 }
-
-impl core::error::Error for ManifestError {}
