@@ -1,0 +1,79 @@
+//! Writes [`BootInfo`] and the argument/environment tables into the boot area.
+
+use crate::layout::Layout;
+use crate::memory::{GuestMemory, MemError};
+use septem_abi::{BootInfo, BootStr, GuestAddr, BOOT_INFO_MAGIC};
+
+/// What goes into the boot area besides the layout.
+#[derive(Clone, Debug)]
+pub struct BootParams<'a> {
+    /// Arguments, argv\[0\] first.
+    pub args: &'a [String],
+    /// Environment entries, `KEY=VALUE`.
+    pub env: &'a [String],
+    /// Address of the hypercall entry the guest calls.
+    pub hypercall: u64,
+    /// `septem_abi::boot::backend::*`.
+    pub backend: u32,
+    /// Monotonic clock at boot.
+    pub monotonic_ns: u64,
+    /// Wall clock at boot.
+    pub wall_ns: u64,
+}
+
+const INFO: u64 = size_of::<BootInfo>() as u64;
+const STR: u64 = size_of::<BootStr>() as u64;
+
+/// Bytes the boot area needs for these arguments and environment.
+#[must_use]
+pub fn boot_area_size(args: &[String], env: &[String]) -> u64 {
+    let tables = (args.len() + env.len()) as u64 * STR;
+    let strings: u64 = args.iter().chain(env).map(|s| s.len() as u64).sum();
+    INFO + tables + strings
+}
+
+/// Writes the boot area at `layout.boot_start`; returns the `BootInfo`'s guest address.
+pub fn write_boot_area(
+    mem: &GuestMemory,
+    layout: &Layout,
+    p: &BootParams<'_>,
+) -> Result<GuestAddr, MemError> {
+    let info_at = GuestAddr::new(layout.boot_start);
+    let argv = GuestAddr::new(layout.boot_start + INFO);
+    let envp = GuestAddr::new(argv.raw() + p.args.len() as u64 * STR);
+    let mut strings = envp.raw() + p.env.len() as u64 * STR;
+    for (table, items) in [(argv, p.args), (envp, p.env)] {
+        for (i, s) in items.iter().enumerate() {
+            mem.write_bytes(GuestAddr::new(strings), s.as_bytes())?;
+            let entry = BootStr {
+                addr: GuestAddr::new(strings),
+                len: s.len() as u64,
+            };
+            mem.write_obj(GuestAddr::new(table.raw() + i as u64 * STR), &entry)?;
+            strings += s.len() as u64;
+        }
+    }
+    let info = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        abi_version: septem_abi::ABI_VERSION,
+        backend: p.backend,
+        hypercall: p.hypercall,
+        mem_start: GuestAddr::new(layout.image_start),
+        mem_end: GuestAddr::new(layout.mem_size),
+        heap_start: GuestAddr::new(layout.heap_start),
+        heap_end: GuestAddr::new(layout.heap_end),
+        stack_top: GuestAddr::new(layout.stack_top),
+        stack_size: layout.stack_top - layout.stack_bottom,
+        argc: p.args.len() as u64,
+        argv,
+        envc: p.env.len() as u64,
+        envp,
+        boot_monotonic_ns: p.monotonic_ns,
+        boot_wall_ns: p.wall_ns,
+        device_count: 0,
+        devices: GuestAddr::NULL,
+        _reserved: [0; 8],
+    };
+    mem.write_obj(info_at, &info)?;
+    Ok(info_at)
+}
