@@ -67,6 +67,10 @@ fn stress() -> i32 {
     }
     drop(pages);
     drop(live);
+    if !mem_functions() {
+        println!("alloc_stress FAILED: memmove/memcmp/bcmp gave a wrong result");
+        return 1;
+    }
     let s = heap_stats();
     println!(
         "alloc_stress OK: {allocations} allocations, {bytes} bytes, peak {} bytes, heap {} bytes, in use at end {}",
@@ -75,8 +79,29 @@ fn stress() -> i32 {
     0
 }
 
+/// Exercises the libOS's memmove (overlapping copies), bcmp (slice equality) and
+/// memcmp (slice ordering) on heap buffers.
+fn mem_functions() -> bool {
+    let original: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let mut v = original.clone();
+    v.copy_within(0..4000, 13);
+    let forward_ok = core::hint::black_box(&v[13..4013]) == &original[..4000];
+    let mut w = original.clone();
+    w.copy_within(13..4013, 0);
+    let backward_ok = core::hint::black_box(&w[..4000]) == &original[13..4013];
+    let mut bigger = original.clone();
+    bigger[3000] = bigger[3000].wrapping_add(1);
+    let order_ok = core::hint::black_box(&original[..]) < &bigger[..]
+        && core::hint::black_box(&bigger[..]) > &original[..]
+        && original[..] != bigger[..];
+    forward_ok && backward_ok && order_ok
+}
+
 fn exhaust() -> i32 {
-    println!("alloc_stress: exhausting the heap ({} bytes)", heap_stats().size);
+    println!(
+        "alloc_stress: exhausting the heap ({} bytes)",
+        heap_stats().size
+    );
     let mut hoard: Vec<Box<[u8]>> = Vec::new();
     loop {
         let mut block = Vec::with_capacity(1 << 20);
