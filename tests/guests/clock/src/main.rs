@@ -6,8 +6,8 @@
 
 use core::time::Duration;
 use septem_libos::hypercall;
-use septem_libos::time::{self, Instant, UtcDateTime};
 use septem_libos::println;
+use septem_libos::time::{self, Instant, UtcDateTime};
 
 septem_libos::main!(main);
 

@@ -6,8 +6,7 @@
 #![no_main]
 
 use septem_libos::abi::{
-    ClockMonotonicArgs, ConsoleWriteArgs, GuestAddr, HcError, Hypercall, YieldArgs,
-    CONSOLE_STDOUT,
+    ClockMonotonicArgs, ConsoleWriteArgs, GuestAddr, HcError, Hypercall, YieldArgs, CONSOLE_STDOUT,
 };
 use septem_libos::hypercall::{hypercall, raw_hypercall};
 use septem_libos::println;
@@ -39,20 +38,60 @@ fn main() -> i32 {
         ready_set: 0,
     };
     let checks: [(&str, i64, Result<u64, HcError>); 10] = [
-        ("valid console write", console(ok_ptr, msg.len() as u64, CONSOLE_STDOUT, 0), Ok(0)),
-        ("console data out of range", console(WILD, 16, CONSOLE_STDOUT, 0), Err(HcError::BadAddress)),
-        ("console huge length", console(ok_ptr, 1 << 40, CONSOLE_STDOUT, 0), Err(HcError::BadAddress)),
-        ("console length wraps", console(ok_ptr, u64::MAX, CONSOLE_STDOUT, 0), Err(HcError::BadAddress)),
-        ("console null data", console(0, 8, CONSOLE_STDOUT, 0), Err(HcError::BadAddress)),
-        ("console bad stream", console(ok_ptr, 4, 7, 0), Err(HcError::Invalid)),
+        (
+            "valid console write",
+            console(ok_ptr, msg.len() as u64, CONSOLE_STDOUT, 0),
+            Ok(0),
+        ),
+        (
+            "console data out of range",
+            console(WILD, 16, CONSOLE_STDOUT, 0),
+            Err(HcError::BadAddress),
+        ),
+        (
+            "console huge length",
+            console(ok_ptr, 1 << 40, CONSOLE_STDOUT, 0),
+            Err(HcError::BadAddress),
+        ),
+        (
+            "console length wraps",
+            console(ok_ptr, u64::MAX, CONSOLE_STDOUT, 0),
+            Err(HcError::BadAddress),
+        ),
+        (
+            "console null data",
+            console(0, 8, CONSOLE_STDOUT, 0),
+            Err(HcError::BadAddress),
+        ),
+        (
+            "console bad stream",
+            console(ok_ptr, 4, 7, 0),
+            Err(HcError::Invalid),
+        ),
         // SAFETY: the argument pointer is deliberately wild; the monitor must refuse it.
-        ("argument pointer out of range", unsafe { raw_hypercall(Hypercall::ClockMonotonic as u64, WILD as *mut u8) }, Err(HcError::BadAddress)),
+        (
+            "argument pointer out of range",
+            unsafe { raw_hypercall(Hypercall::ClockMonotonic as u64, WILD as *mut u8) },
+            Err(HcError::BadAddress),
+        ),
         // SAFETY: valid pointer, unknown number.
-        ("unknown hypercall 0x77", unsafe { raw_hypercall(0x77, clock_ptr) }, Err(HcError::Unsupported)),
+        (
+            "unknown hypercall 0x77",
+            unsafe { raw_hypercall(0x77, clock_ptr) },
+            Err(HcError::Unsupported),
+        ),
         // SAFETY: valid pointer, number 0 is not defined.
-        ("unknown hypercall 0", unsafe { raw_hypercall(0, clock_ptr) }, Err(HcError::Unsupported)),
+        (
+            "unknown hypercall 0",
+            unsafe { raw_hypercall(0, clock_ptr) },
+            Err(HcError::Unsupported),
+        ),
         // SAFETY: a live YieldArgs; wait_set names a device that does not exist.
-        ("yield with a wait set", unsafe { hypercall(Hypercall::Yield, &mut yield_args) }, Err(HcError::Invalid)),
+        (
+            "yield with a wait set",
+            unsafe { hypercall(Hypercall::Yield, &mut yield_args) },
+            Err(HcError::NoDevice),
+        ),
     ];
     let mut failed = 0;
     for (name, got, want) in checks {

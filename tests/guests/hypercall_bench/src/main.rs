@@ -8,7 +8,11 @@ use septem_libos::{env, hypercall, println};
 septem_libos::main!(main);
 
 fn main() -> i32 {
-    let n: u64 = env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000).max(1);
+    let n: u64 = env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000)
+        .max(1);
     let t0 = hypercall::clock_monotonic().unwrap_or(0);
     let mut last = t0;
     for _ in 0..n {
