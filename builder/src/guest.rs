@@ -245,6 +245,19 @@ fn run_cargo(
     script: &Path,
     package: &str,
 ) -> Result<Executable, BuildError> {
+    // Guests share a target directory, and cargo copies ("uplifts") each executable to
+    // <triple>/<profile>/<name>: two apps with one binary name would overwrite each
+    // other's copy, and a fresh (not rebuilt) app would then get the other's. Removing
+    // the copy makes cargo uplift this app's own binary again (a hard link, cheap).
+    let uplifted = target_dir
+        .join(GUEST_TARGET)
+        .join(opts.profile.dir_name())
+        .join(package);
+    match std::fs::remove_file(&uplifted) {
+        Ok(()) => debug!(path = %uplifted.display(), "removed the previous uplifted executable"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", &uplifted)(e)),
+    }
     let cargo = cargo_command(opts);
     let mut cmd = Command::new(&cargo);
     cmd.arg("build")
