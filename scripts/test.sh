@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, checks formatting
+# and lints, then runs every test. Tests that need /dev/kvm skip with a printed reason
+# where it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v ld >/dev/null || need_apt+=(binutils)
+command -v objdump >/dev/null || need_apt+=(binutils)
+if ((${#need_apt[@]})); then
+    echo "== installing: ${need_apt[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    fi
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+rustup target add x86_64-unknown-linux-gnu >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+for guest in examples/*/Cargo.toml tests/guests/*/Cargo.toml; do
+    cargo fmt --manifest-path "$guest" --check
+done
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+# PROPTEST_CASES bounds the property tests' time in CI.
+PROPTEST_CASES="${PROPTEST_CASES:-2000}" cargo test --workspace --no-fail-fast "$@"
