@@ -1,6 +1,6 @@
 //! Feeds the monitor bad hypercalls through the raw API and checks each returns the
-//! right error: out-of-range pointers and lengths → BadAddress, bad stream or non-zero
-//! reserved fields → Invalid, unknown numbers → Unsupported. Prints one line per check
+//! right error: out-of-range pointers and lengths → BadAddress, bad stream → Invalid,
+//! unknown numbers → Unsupported, waiting on a device that does not exist → NoDevice. Prints one line per check
 //! and `hypercall_abuse OK`, or `hypercall_abuse FAILED` (exit 1).
 #![no_std]
 #![no_main]
@@ -86,7 +86,7 @@ fn main() -> i32 {
             unsafe { raw_hypercall(0, clock_ptr) },
             Err(HcError::Unsupported),
         ),
-        // SAFETY: a live YieldArgs; wait_set names a device that does not exist.
+        // SAFETY: a live YieldArgs; wait_set bit 0 names device 0, which does not exist.
         (
             "yield with a wait set",
             unsafe { hypercall(Hypercall::Yield, &mut yield_args) },
