@@ -9,9 +9,13 @@ pub mod backend;
 pub mod boot;
 pub mod dispatch;
 pub mod exit_status;
+pub mod fault;
 pub mod fmtbuf;
+pub mod host;
 pub mod layout;
 pub mod memory;
+pub mod seccomp;
+pub mod syscall_names;
 
 /// A failure before the guest ran, with the exit status it maps to.
 #[derive(Debug, thiserror::Error)]
