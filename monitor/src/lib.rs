@@ -12,6 +12,7 @@ pub mod exit_status;
 pub mod fault;
 pub mod fmtbuf;
 pub mod host;
+pub mod kvm;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;

@@ -1,0 +1,222 @@
+//! The KVM backend (`septem-run --backend kvm`).
+//!
+//! One VM, one vCPU, guest-physical = guest-virtual `[0, mem_size)`; the guest runs in
+//! 64-bit mode at CPL3 with SSE and NX, under page tables that mirror
+//! [`Layout::regions`](crate::layout::Layout::regions) page by page. Below
+//! `IMAGE_BASE` the monitor keeps its page tables, descriptor tables, ring-0 exception
+//! stubs and the hypercall trampoline ([`lowmem`]). Hypercalls are one `out` exit each
+//! (see [`stubs`] for the scheme), served by the shared [`crate::dispatch::dispatch`]
+//! with the real [`crate::host::SysHost`]. The vCPU process seals itself with the KVM
+//! seccomp policy before the guest's first instruction. See [`process`] for the fork
+//! model that keeps VM teardown off the user's critical path.
+//!
+//! Concerns, one file each: [`paging`], [`gdt`], [`idt`], [`tss`], [`stubs`] are pure
+//! and unit-tested without KVM; [`vm`] sets the machine up, [`vcpu`] runs it, [`fault`]
+//! turns stops into reports, [`process`] forks and reports back.
+
+pub mod fault;
+pub mod gdt;
+pub mod idt;
+pub mod lowmem;
+pub mod paging;
+pub mod process;
+pub mod stubs;
+pub mod tss;
+pub mod vcpu;
+pub mod vm;
+
+#[cfg(test)]
+mod tests;
+
+use crate::backend::{Backend, BackendKind, GuestSpec};
+use crate::exit_status;
+use crate::fmtbuf::FmtBuf;
+use crate::host::{exit_group, write_all, SysHost, STDERR_FD};
+use crate::seccomp::{self, SealFds};
+use crate::RunError;
+use core::fmt::Write;
+use kvm_ioctls::Cap;
+use process::{Message, Outcome};
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Checks that KVM is usable here: `/dev/kvm` opens, speaks API version 12, has the
+/// capabilities this backend needs, and creates a VM.
+///
+/// The VM is created in a short-lived child process that reports over a pipe and then
+/// exits: destroying even an empty VM costs milliseconds, which `--backend auto` must
+/// not wait for (and a VM cannot be handed to another process anyway: KVM binds it to
+/// its creator's address space).
+pub fn probe() -> Result<(), String> {
+    let kvm = vm::open_kvm().map_err(|e| describe(&e))?;
+    for (cap, name) in [
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+        (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(format!("/dev/kvm lacks {name}"));
+        }
+    }
+    drop(kvm);
+    let outcome = process::fork_and_wait(|control| {
+        let msg = match vm::open_kvm().and_then(|k| {
+            k.create_vm().map(|_vm| ()).map_err(|e| vm::SetupError {
+                what: "cannot create a KVM virtual machine".into(),
+                errno: e.errno(),
+            })
+        }) {
+            Ok(()) => Message::encode_done(0).to_vec(),
+            Err(e) => Message::encode_setup(exit_status::HOST_SETUP, e.errno, &e.what),
+        };
+        process::send(control, &msg);
+        exit_group(0)
+    })
+    .map_err(|e| format!("cannot fork to probe KVM: {e}"))?;
+    match outcome {
+        Outcome::Message(Message::Done(_)) => Ok(()),
+        Outcome::Message(Message::Setup { errno, what, .. }) => {
+            Err(describe(&vm::SetupError { what, errno }))
+        }
+        other => Err(format!(
+            "the KVM probe process ended unexpectedly: {other:?}"
+        )),
+    }
+}
+
+fn describe(e: &vm::SetupError) -> String {
+    if e.errno == 0 {
+        e.what.clone()
+    } else {
+        format!("{}: {}", e.what, std::io::Error::from_raw_os_error(e.errno))
+    }
+}
+
+/// The KVM backend.
+#[derive(Debug, Default)]
+pub struct KvmBackend;
+
+impl KvmBackend {
+    /// A KVM backend (nothing is opened until [`Backend::run`]).
+    #[must_use]
+    pub fn new() -> Self {
+        KvmBackend
+    }
+}
+
+impl Backend for KvmBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kvm
+    }
+
+    fn run(self: Box<Self>, guest: GuestSpec) -> Result<u8, RunError> {
+        let outcome =
+            process::fork_and_wait(move |control| child(guest, control)).map_err(|source| {
+                RunError::HostSetup {
+                    what: "cannot fork the KVM vCPU process".into(),
+                    source,
+                }
+            })?;
+        match outcome {
+            Outcome::Message(Message::Done(status)) => Ok(status),
+            Outcome::Message(Message::Setup {
+                status: _,
+                errno,
+                what,
+            }) => Err(RunError::HostSetup {
+                what,
+                source: if errno == 0 {
+                    std::io::Error::other("KVM set-up failed")
+                } else {
+                    std::io::Error::from_raw_os_error(errno)
+                },
+            }),
+            // The child's own reporter (e.g. SIGSYS) already printed why.
+            Outcome::Exited(code) => Ok(code as u8),
+            Outcome::Signaled(sig) => Ok(report_signal(sig)),
+        }
+    }
+}
+
+fn report_signal(sig: i32) -> u8 {
+    let mut out = FmtBuf::<256>::new();
+    let status = match sig {
+        libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT | libc::SIGKILL => {
+            let _ = writeln!(out, "septem-run: guest stopped by signal {sig}");
+            128 + sig as u8
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "septem-run: internal error: the KVM vCPU process died of signal {sig}; \
+                 this is a septem-run bug, please report it"
+            );
+            exit_status::INTERNAL
+        }
+    };
+    let _ = write_all(STDERR_FD, out.as_bytes());
+    status
+}
+
+/// The vCPU process: set up, seal, run, report, exit. Never returns.
+fn child(guest: GuestSpec, control: RawFd) -> Infallible {
+    let fail = |e: vm::SetupError| -> ! {
+        process::send(
+            control,
+            &Message::encode_setup(exit_status::HOST_SETUP, e.errno, &e.what),
+        );
+        exit_group(exit_status::HOST_SETUP)
+    };
+    let clocks = (crate::host::monotonic_ns(), crate::host::wall_ns());
+    let mut p = match vm::prepare(
+        &guest.image,
+        &guest.image_bytes,
+        &guest.layout,
+        &guest.args,
+        &guest.env,
+        clocks,
+    ) {
+        Ok(p) => p,
+        Err(e) => fail(e),
+    };
+    let fds = SealFds {
+        vcpu: Some(p.machine.vcpu.as_raw_fd()),
+        control: Some(control),
+        ..SealFds::console_only()
+    };
+    let prog = match seccomp::compile(BackendKind::Kvm, &fds) {
+        Ok(prog) => prog,
+        Err(e) => fail(vm::SetupError {
+            what: format!("cannot build the seccomp policy: {e}"),
+            errno: 0,
+        }),
+    };
+    if let Err(e) = seccomp::prepare_signals(BackendKind::Kvm, None) {
+        fail(vm::SetupError {
+            what: "cannot install the SIGSYS reporter".into(),
+            errno: e.raw_os_error().unwrap_or(0),
+        });
+    }
+    let ctx = fault::Context {
+        image: &guest.image,
+        layout: &guest.layout,
+    };
+    let mut host = SysHost::new();
+    if let Err(e) = seccomp::seal(&prog) {
+        fail(vm::SetupError {
+            what: "cannot seal the monitor with seccomp".into(),
+            errno: e.raw_os_error().unwrap_or(0),
+        });
+    }
+    // Sealed: from here on, no allocation and no syscall outside the policy.
+    let stopped = vcpu::run(
+        &mut p.machine.vcpu,
+        &p.mem,
+        &p.fault_view,
+        &mut host,
+        guest.dispatch,
+        &ctx,
+    );
+    process::send(control, &Message::encode_done(stopped.status));
+    exit_group(stopped.status)
+}
