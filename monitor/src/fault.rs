@@ -121,14 +121,18 @@ fn page_fault_words(code: u64) -> (&'static str, &'static str) {
 
 /// Writes ` in sym+0x13`, or where the address lies when no symbol covers it.
 pub fn write_location<const N: usize>(out: &mut FmtBuf<N>, image: &Image, addr: u64) {
-    let in_image = image
+    let segment = image
         .segments
         .iter()
-        .any(|s| addr >= s.vaddr && addr < s.vaddr.saturating_add(s.mem_size));
-    let _ = match image.symbolize(addr) {
-        Some((name, off)) => write!(out, " in {name}+{off:#x}"),
-        None if in_image => write!(out, " (no symbol)"),
-        None => write!(out, " (outside the guest image)"),
+        .find(|s| addr >= s.vaddr && addr < s.page_end());
+    let _ = match (image.symbolize(addr), segment) {
+        (Some((name, off)), _) => write!(out, " in {name}+{off:#x}"),
+        (None, Some(seg)) => write!(
+            out,
+            " (in the image's {} segment at {:#x}, no symbol)",
+            seg.perms, seg.vaddr
+        ),
+        (None, None) => write!(out, " (outside the guest image)"),
     };
 }
 

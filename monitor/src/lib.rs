@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod boot;
+pub mod cli;
 pub mod dispatch;
 pub mod exit_status;
 pub mod fault;
@@ -15,14 +16,17 @@ pub mod host;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod prepare;
 pub mod seccomp;
+pub mod select;
+pub mod spt;
 pub mod syscall_names;
 
 /// A failure before the guest ran, with the exit status it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// See [`exit_status::BAD_IMAGE`].
-    #[error("{path}: {source}")]
+    #[error("{path} is not a runnable Septem image")]
     BadImage {
         /// Image path as given.
         path: String,

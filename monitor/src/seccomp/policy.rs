@@ -289,6 +289,11 @@ impl fmt::Display for CondsDisplay<'_> {
                 }
                 Cond::OneOf {
                     what,
+                    values: [(0, "NULL")],
+                    ..
+                } => write!(f, "{what} == NULL")?,
+                Cond::OneOf {
+                    what,
                     values: [(v, name)],
                     ..
                 } => write!(f, "{what} == {name} ({v:#x})")?,

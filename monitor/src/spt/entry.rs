@@ -1,0 +1,66 @@
+//! The way in (the trampoline onto the guest's stack) and the way back (the hypercall
+//! entry the guest calls through `BootInfo::hypercall`).
+
+use super::STATE;
+use crate::dispatch::{dispatch, Action};
+use crate::host::{exit_group, SysHost};
+use septem_abi::{GuestAddr, HcError};
+
+/// The hypercall entry of the seccomp backend: `BootInfo::hypercall` points here.
+///
+/// Runs on the guest's stack, after sealing: it only uses the state set before
+/// sealing, the bounds-checked guest memory and [`SysHost`] (no allocation, no locks).
+/// `Exit` ends the process here with `exit_group` (the console is unbuffered).
+pub extern "sysv64" fn septem_spt_hypercall(nr: u64, arg: *mut u8) -> i64 {
+    let Some(state) = STATE.get() else {
+        return HcError::Unsupported.code();
+    };
+    let mut host = SysHost::new();
+    match dispatch(
+        &state.mem,
+        &mut host,
+        state.config,
+        nr,
+        GuestAddr::new(arg as u64),
+    ) {
+        Action::Resume(value) => value,
+        Action::Exit(status) => exit_group(status),
+    }
+}
+
+/// Jumps to the guest's `entry` with `RSP = stack_ptr`, `RDI = boot_info`, the other
+/// general registers zero and the direction flag clear. Never returns: the guest ends
+/// the process through the `Exit`/`Abort` hypercalls or a reported fault.
+///
+/// # Safety
+/// Guest memory must be loaded and protected, `entry` must be in an executable guest
+/// segment, `stack_ptr` 8 below a 16-byte aligned stack top in writable guest memory
+/// (as after a `call`), and the process sealed: the monitor's own stack is abandoned.
+pub unsafe fn enter_guest(entry: u64, stack_ptr: u64, boot_info: u64) -> ! {
+    // SAFETY: per the caller's contract; the asm switches to the guest stack and never
+    // comes back, so no Rust state is live afterwards.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, r12",
+            "xor eax, eax",
+            "xor ebx, ebx",
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "xor esi, esi",
+            "xor ebp, ebp",
+            "xor r8d, r8d",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            "xor r12d, r12d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
+            "cld",
+            "jmp r13",
+            in("r12") stack_ptr,
+            in("r13") entry,
+            in("rdi") boot_info,
+            options(noreturn)
+        )
+    }
+}
