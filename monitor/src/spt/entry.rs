@@ -6,7 +6,36 @@ use crate::dispatch::{dispatch, Action};
 use crate::host::{exit_group, SysHost};
 use septem_abi::{GuestAddr, HcError};
 
-/// The hypercall entry of the seccomp backend: `BootInfo::hypercall` points here.
+// The address `BootInfo::hypercall` holds: a tiny shim that makes the call safe for
+// Rust code whatever state a (possibly C, possibly buggy) guest calls it in: it clears
+// the direction flag and aligns the stack to 16 bytes (Rust may use aligned SSE moves
+// on its stack) before calling `septem_spt_hypercall`, and restores RSP afterwards.
+// Callee-saved registers are preserved: RBP by the shim, the rest by the Rust function.
+core::arch::global_asm!(
+    ".pushsection .text.septem_spt_hypercall_entry,\"ax\",@progbits",
+    ".globl septem_spt_hypercall_entry",
+    ".type septem_spt_hypercall_entry,@function",
+    "septem_spt_hypercall_entry:",
+    "push rbp",
+    "mov rbp, rsp",
+    "and rsp, -16",
+    "cld",
+    "call {inner}",
+    "mov rsp, rbp",
+    "pop rbp",
+    "ret",
+    ".size septem_spt_hypercall_entry, . - septem_spt_hypercall_entry",
+    ".popsection",
+    inner = sym septem_spt_hypercall,
+);
+
+extern "sysv64" {
+    /// The hypercall entry the guest calls (see the shim above).
+    pub fn septem_spt_hypercall_entry(nr: u64, arg: *mut u8) -> i64;
+}
+
+/// The hypercall handler of the seccomp backend, called through
+/// `septem_spt_hypercall_entry`.
 ///
 /// Runs on the guest's stack, after sealing: it only uses the state set before
 /// sealing, the bounds-checked guest memory and [`SysHost`] (no allocation, no locks).

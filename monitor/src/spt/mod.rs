@@ -80,7 +80,7 @@ impl Backend for SptBackend {
             dispatch,
         } = guest;
         // Type-checked against the ABI's entry signature.
-        let hypercall: HypercallFn = entry::septem_spt_hypercall;
+        let hypercall: HypercallFn = entry::septem_spt_hypercall_entry;
         let boot = BootParams {
             args: &args,
             env: &env,
