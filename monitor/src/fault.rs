@@ -239,7 +239,7 @@ pub fn write_forbidden_syscall<const N: usize>(
         write_syscall(out, nr, arch);
         let _ = write!(
             out,
-            " at {call_addr:#x}; this is a septem-run bug, please report it (policy: {allowed})"
+            " at {call_addr:#x}, outside the guest image: a septem-run bug (unless the guest jumped into monitor code), please report it (policy: {allowed})"
         );
     }
     if let (true, Some(image)) = (made_by_guest, image) {
