@@ -25,6 +25,8 @@ use std::path::PathBuf;
     name = "septem-run",
     version,
     about = "Run a Septem unikernel image under KVM or as a seccomp-sealed process.",
+    override_usage = "septem-run [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]... IMAGE [-- ARGS...]\n       \
+septem-run --print-policy [--backend seccomp|kvm]",
     after_help = "Devices (Solo5 style): --net:NAME=TAP attaches a tap interface and \
 --block:NAME=FILE a disk image to the device NAME the image declares.\n\
 Sizes: 512K, 64M, 1G, 64MiB... (binary multiples); a plain number is bytes.\n\
