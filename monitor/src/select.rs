@@ -1,8 +1,8 @@
 //! Choosing the backend: `--backend auto|seccomp|kvm`.
 //!
 //! `auto` uses KVM when `/dev/kvm` works and falls back to seccomp otherwise, saying so
-//! once on standard error. Until the KVM backend (`monitor/src/kvm/`) is part of the
-//! build, `kvm` is refused and `auto` means seccomp without a notice.
+//! once on standard error. Usable means [`crate::kvm::probe`] passed: `/dev/kvm` opens,
+//! speaks API version 12, has the capabilities the backend needs and creates a VM.
 
 use crate::backend::{Backend, BackendKind};
 use crate::spt::SptBackend;
