@@ -11,14 +11,20 @@ use std::time::{Duration, Instant};
 /// The workspace root.
 #[must_use]
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The directory holding this build's binaries (`target/<profile>`).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// Path to a workspace binary, built once per test process with `cargo build` (same
@@ -28,16 +34,33 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let release = bin_dir().file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(root()).args(["build", "--quiet", "-p", "septem-monitor", "-p", "septem-build"]);
+        cmd.current_dir(root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "septem-monitor",
+            "-p",
+            "septem-build",
+        ]);
         if release {
             cmd.arg("--release");
         }
         let target_dir = bin_dir().parent().expect("target dir").to_path_buf();
-        let status = cmd.env("CARGO_TARGET_DIR", target_dir).status().expect("run cargo build");
-        assert!(status.success(), "cargo build of septem-run/septem-build failed");
+        let status = cmd
+            .env("CARGO_TARGET_DIR", target_dir)
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of septem-run/septem-build failed"
+        );
     });
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing after cargo build", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing after cargo build",
+        path.display()
+    );
     path
 }
 
@@ -48,14 +71,19 @@ pub fn guest(name: &str) -> PathBuf {
 
 /// Builds `examples/<name>` (once per test process) and returns the image path.
 pub fn example(name: &str) -> PathBuf {
-    build_cached(&root().join("examples").join(name), &format!("example-{name}"))
+    build_cached(
+        &root().join("examples").join(name),
+        &format!("example-{name}"),
+    )
 }
 
 fn build_cached(dir: &Path, key: &str) -> PathBuf {
     static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     // One build at a time: cargo would serialize on the guest target dir anyway.
-    let mut map = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = map.get(key) {
         return p.clone();
     }
@@ -69,7 +97,8 @@ fn build_cached(dir: &Path, key: &str) -> PathBuf {
         cargo: None,
         quiet: true,
     };
-    let built = septem_build::build_guest(&opts).unwrap_or_else(|e| panic!("building {}: {e:#}", dir.display()));
+    let built = septem_build::build_guest(&opts)
+        .unwrap_or_else(|e| panic!("building {}: {e:#}", dir.display()));
     map.insert(key.to_string(), built.path.clone());
     built.path
 }
@@ -141,21 +170,38 @@ impl Outcome {
     /// Panics with both streams unless the status is `want`.
     #[track_caller]
     pub fn expect_status(&self, want: i32) -> &Self {
-        assert_eq!(self.status, Some(want), "unexpected exit (signal {:?})\n--- stdout\n{}\n--- stderr\n{}", self.signal, self.stdout, self.stderr);
+        assert_eq!(
+            self.status,
+            Some(want),
+            "unexpected exit (signal {:?})\n--- stdout\n{}\n--- stderr\n{}",
+            self.signal,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// Panics unless stdout contains `text`.
     #[track_caller]
     pub fn stdout_has(&self, text: &str) -> &Self {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// Panics unless stderr contains `text`.
     #[track_caller]
     pub fn stderr_has(&self, text: &str) -> &Self {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -182,7 +228,11 @@ pub fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Out
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{} {:?} did not finish within {timeout:?}", program.display(), args);
+            panic!(
+                "{} {:?} did not finish within {timeout:?}",
+                program.display(),
+                args
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -201,7 +251,12 @@ fn read_all(r: &mut impl std::io::Read) -> String {
 }
 
 /// Runs `septem-run --backend B [monitor_opts] IMAGE -- guest_args`.
-pub fn run_guest(backend: Backend, image: &Path, monitor_opts: &[&str], guest_args: &[&str]) -> Outcome {
+pub fn run_guest(
+    backend: Backend,
+    image: &Path,
+    monitor_opts: &[&str],
+    guest_args: &[&str],
+) -> Outcome {
     let image = image.to_str().expect("utf-8 path");
     let mut args = vec!["--backend", backend.name()];
     args.extend_from_slice(monitor_opts);

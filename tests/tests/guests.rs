@@ -7,17 +7,28 @@ const GUEST_FAULT: i32 = 124;
 const FORBIDDEN_SYSCALL: i32 = 125;
 
 backend_tests!(hello_prints_and_exits_zero, |b| {
-    run_guest(b, &guest("hello"), &[], &[]).expect_status(0).stdout_has("Hello from a Septem guest!\n");
+    run_guest(b, &guest("hello"), &[], &[])
+        .expect_status(0)
+        .stdout_has("Hello from a Septem guest!\n");
 });
 
 backend_tests!(args_and_env_reach_the_guest, |b| {
-    let out = run_guest(b, &guest("args_env"), &["--env", "FOO=bar", "--env", "EMPTY="], &["one", "two words", "ünï"]);
+    let out = run_guest(
+        b,
+        &guest("args_env"),
+        &["--env", "FOO=bar", "--env", "EMPTY="],
+        &["one", "two words", "ünï"],
+    );
     out.expect_status(0)
         .stdout_has("arg[0]=args_env.septem\n")
         .stdout_has("arg[1]=one\narg[2]=two words\narg[3]=ünï\n")
         .stdout_has("env FOO=bar\nenv EMPTY=\n")
         .stdout_has("args_env done");
-    assert!(!out.stdout.contains("env PATH="), "host environment leaked into the guest:\n{}", out.stdout);
+    assert!(
+        !out.stdout.contains("env PATH="),
+        "host environment leaked into the guest:\n{}",
+        out.stdout
+    );
 });
 
 backend_tests!(exit_status_is_the_guests, |b| {
@@ -35,23 +46,32 @@ backend_tests!(panic_reports_message_and_exits_101, |b| {
 });
 
 backend_tests!(allocation_stress, |b| {
-    run_guest(b, &guest("alloc_stress"), &[], &[]).expect_status(0).stdout_has("alloc_stress OK");
+    run_guest(b, &guest("alloc_stress"), &[], &[])
+        .expect_status(0)
+        .stdout_has("alloc_stress OK");
 });
 
 backend_tests!(heap_exhaustion_panics_cleanly, |b| {
     let out = run_guest(b, &guest("alloc_stress"), &["--mem", "24M"], &["exhaust"]);
-    out.expect_status(101).stdout_has("exhausting the heap").stderr_has("guest aborted (status 101)");
+    out.expect_status(101)
+        .stdout_has("exhausting the heap")
+        .stderr_has("guest aborted (status 101)");
 });
 
 backend_tests!(forbidden_syscall_is_stopped_and_named, |b| {
     let out = run_guest(b, &guest("forbidden_syscall"), &[], &[]);
-    out.expect_status(FORBIDDEN_SYSCALL).stdout_has("executing getpid").stderr_has("getpid").stderr_has("39");
+    out.expect_status(FORBIDDEN_SYSCALL)
+        .stdout_has("executing getpid")
+        .stderr_has("getpid")
+        .stderr_has("39");
     assert!(!out.stdout.contains("NOT STOPPED"), "{}", out.stdout);
 });
 
 fn fault(b: septem_tests::Backend, mode: &str, words: &[&str]) {
     let out = run_guest(b, &guest("fault"), &[], &[mode]);
-    out.expect_status(GUEST_FAULT).stdout_has(&format!("fault: mode {mode}")).stderr_has("guest fault");
+    out.expect_status(GUEST_FAULT)
+        .stdout_has(&format!("fault: mode {mode}"))
+        .stderr_has("guest fault");
     for w in words {
         out.stderr_has(w);
     }
@@ -59,7 +79,11 @@ fn fault(b: septem_tests::Backend, mode: &str, words: &[&str]) {
 }
 
 backend_tests!(fault_null_read, |b| {
-    fault(b, "null", &["page fault", "address 0x0", "read", "fault::main"]);
+    fault(
+        b,
+        "null",
+        &["page fault", "address 0x0", "read", "fault::main"],
+    );
 });
 
 backend_tests!(fault_write_to_text, |b| {
@@ -83,7 +107,9 @@ backend_tests!(fault_invalid_opcode, |b| {
 });
 
 backend_tests!(clocks_are_sane, |b| {
-    run_guest(b, &guest("clock"), &[], &[]).expect_status(0).stdout_has("clock OK");
+    run_guest(b, &guest("clock"), &[], &[])
+        .expect_status(0)
+        .stdout_has("clock OK");
 });
 
 backend_tests!(bad_hypercalls_get_errors_not_crashes, |b| {
@@ -101,6 +127,11 @@ backend_tests!(trace_logs_every_hypercall, |b| {
 });
 
 backend_tests!(example_hello_greets, |b| {
-    let out = run_guest(b, &septem_tests::example("hello"), &["--env", "GREETING=Howdy"], &["world", "--exit", "3"]);
+    let out = run_guest(
+        b,
+        &septem_tests::example("hello"),
+        &["--env", "GREETING=Howdy"],
+        &["world", "--exit", "3"],
+    );
     out.expect_status(3).stdout_has("world");
 });

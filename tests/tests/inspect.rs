@@ -24,7 +24,8 @@ fn valid_image_is_described() {
     out.expect_status(0).stdout_has("r-x").stdout_has("rw-");
     let json = septem_build(&["inspect", "--json", guest("hello").to_str().unwrap()]);
     json.expect_status(0);
-    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("inspect --json prints JSON");
+    let v: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("inspect --json prints JSON");
     assert_eq!(v["abi_version"], septem_abi::ABI_VERSION);
     let segs = v["segments"].as_array().expect("segments array");
     assert!(segs.len() >= 2);
@@ -33,22 +34,31 @@ fn valid_image_is_described() {
 #[test]
 fn truncated_image_is_rejected() {
     let path = broken("truncated.septem", |b| b.truncate(b.len() / 3));
-    septem_build(&["inspect", &path]).expect_status(INVALID_IMAGE).stderr_has("truncated");
+    septem_build(&["inspect", &path])
+        .expect_status(INVALID_IMAGE)
+        .stderr_has("truncated");
 }
 
 #[test]
 fn non_elf_is_rejected() {
     let path = broken("garbage.septem", |b| b[..4].copy_from_slice(b"MZ\0\0"));
-    septem_build(&["inspect", &path]).expect_status(INVALID_IMAGE).stderr_has("not an ELF");
+    septem_build(&["inspect", &path])
+        .expect_status(INVALID_IMAGE)
+        .stderr_has("not an ELF");
 }
 
 #[test]
 fn writable_executable_segment_is_rejected() {
     let path = broken("wx.septem", |b| {
-        let load = phdrs(b).into_iter().find(|&at| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 1).unwrap();
+        let load = phdrs(b)
+            .into_iter()
+            .find(|&at| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 1)
+            .unwrap();
         b[load + 4..load + 8].copy_from_slice(&7u32.to_le_bytes());
     });
-    septem_build(&["inspect", &path]).expect_status(INVALID_IMAGE).stderr_has("writable and executable");
+    septem_build(&["inspect", &path])
+        .expect_status(INVALID_IMAGE)
+        .stderr_has("writable and executable");
 }
 
 #[test]
@@ -57,14 +67,21 @@ fn corrupt_manifest_is_rejected() {
         let image = septem_image::Image::parse(b).unwrap();
         b[image.manifest_offset] ^= 0xff;
     });
-    septem_build(&["inspect", &path]).expect_status(INVALID_IMAGE).stderr_has("manifest");
+    septem_build(&["inspect", &path])
+        .expect_status(INVALID_IMAGE)
+        .stderr_has("manifest");
 }
 
 #[test]
 fn images_are_rejected_by_the_monitor_too() {
     let path = broken("wx2.septem", |b| {
-        let load = phdrs(b).into_iter().find(|&at| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 1).unwrap();
+        let load = phdrs(b)
+            .into_iter()
+            .find(|&at| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 1)
+            .unwrap();
         b[load + 4..load + 8].copy_from_slice(&7u32.to_le_bytes());
     });
-    septem_tests::septem_run(&["--backend", "seccomp", &path]).expect_status(121).stderr_has("writable and executable");
+    septem_tests::septem_run(&["--backend", "seccomp", &path])
+        .expect_status(121)
+        .stderr_has("writable and executable");
 }
