@@ -59,7 +59,7 @@ pub fn probe() -> Result<(), String> {
         }
     }
     drop(kvm);
-    let outcome = process::fork_and_wait(|control| {
+    let outcome = process::fork_and_wait(process::Mode::Detached, |control| {
         let msg = match vm::open_kvm().and_then(|k| {
             k.create_vm().map(|_vm| ()).map_err(|e| vm::SetupError {
                 what: "cannot create a KVM virtual machine".into(),
@@ -111,12 +111,11 @@ impl Backend for KvmBackend {
 
     fn run(self: Box<Self>, guest: GuestSpec) -> Result<u8, RunError> {
         let outcome =
-            process::fork_and_wait(move |control| child(guest, control)).map_err(|source| {
-                RunError::HostSetup {
+            process::fork_and_wait(process::Mode::Child, move |control| child(guest, control))
+                .map_err(|source| RunError::HostSetup {
                     what: "cannot fork the KVM vCPU process".into(),
                     source,
-                }
-            })?;
+                })?;
         match outcome {
             Outcome::Message(Message::Done(status)) => Ok(status),
             Outcome::Message(Message::Setup {
@@ -134,21 +133,39 @@ impl Backend for KvmBackend {
             // The child's own reporter (e.g. SIGSYS) already printed why.
             Outcome::Exited(code) => Ok(code as u8),
             Outcome::Signaled(sig) => Ok(report_signal(sig)),
+            Outcome::Vanished => Ok(exit_status::INTERNAL),
         }
     }
 }
 
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGABRT => "SIGABRT",
+        _ => "a signal",
+    }
+}
+
+/// Reports a vCPU process that died of `sig` without a message; returns the status.
 fn report_signal(sig: i32) -> u8 {
     let mut out = FmtBuf::<256>::new();
+    let name = signal_name(sig);
     let status = match sig {
         libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT | libc::SIGKILL => {
-            let _ = writeln!(out, "septem-run: guest stopped by signal {sig}");
+            let _ = writeln!(out, "septem-run: guest stopped by {name} ({sig})");
             128 + sig as u8
         }
         _ => {
             let _ = writeln!(
                 out,
-                "septem-run: internal error: the KVM vCPU process died of signal {sig}; \
+                "septem-run: internal error: the KVM vCPU process died of {name} ({sig}); \
                  this is a septem-run bug, please report it"
             );
             exit_status::INTERNAL

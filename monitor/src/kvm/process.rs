@@ -10,10 +10,11 @@
 //!   the status at once. If the pipe closes without a message (the child was killed, or
 //!   its SIGSYS reporter ended it), it `waitpid`s and reports how the child ended.
 //!
-//! The parent forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child; the child
-//! asks for SIGKILL when the parent dies, so nothing outlives the command. After the
-//! parent returns, the exiting child is reparented and reaped by init (or the nearest
-//! subreaper).
+//! The parent forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child (which resets
+//! them to their defaults); the child asks for SIGKILL when the parent dies, so nothing
+//! outlives the command. After the parent returns, the exiting child is reparented and
+//! reaped by init (or the nearest subreaper). [`super::probe`]'s throwaway VM process is
+//! [`Mode::Detached`] instead, so it never lingers as a zombie.
 
 use crate::host::{exit_group, write_all};
 use std::convert::Infallible;
@@ -89,6 +90,8 @@ pub enum Outcome {
     Exited(i32),
     /// The child was killed by this signal without a message.
     Signaled(i32),
+    /// A detached child ended without a message (how is unknown).
+    Vanished,
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -120,11 +123,29 @@ pub fn send(control: RawFd, bytes: &[u8]) {
     let _ = write_all(control, bytes);
 }
 
-/// Forks; runs `child(control_fd)` in the child, which must never return (hence
-/// `Infallible`) (it ends with
-/// [`exit_group`] after [`send`]ing its message), and waits in the parent for the
-/// child's message.
-pub fn fork_and_wait(child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outcome> {
+fn reset_forwarding() {
+    for sig in FORWARDED {
+        // SAFETY: restoring a signal's default disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// How the child relates to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A direct child: killed when the caller dies, and `waitpid`ed when it ends
+    /// without a message (to say how it died). Reaped by init once the caller exits.
+    Child,
+    /// A grandchild, detached at once (an intermediate process forks it and exits), so
+    /// it never lingers as a zombie of a caller that goes on running. Its death without a
+    /// message is reported as [`Outcome::Vanished`].
+    Detached,
+}
+
+/// Forks; runs `child(control_fd)` in the new process, which must never return (hence
+/// `Infallible`: it ends with [`exit_group`] after [`send`]ing its message), and waits
+/// in the caller for that message.
+pub fn fork_and_wait(mode: Mode, child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outcome> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two pipe ends.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -134,11 +155,11 @@ pub fn fork_and_wait(child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outc
     use std::io::Write;
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
-    // SAFETY: the parent's pid, queried before forking (getpid cannot fail).
+    // SAFETY: the caller's pid, queried before forking (getpid cannot fail).
     let parent = unsafe { libc::getpid() };
-    // SAFETY: fork has no memory-safety preconditions; the child only runs `child`
-    // (which, single-threaded, may allocate: glibc resets its allocator locks in the
-    // child) and then exits without returning into the caller.
+    // SAFETY: fork has no memory-safety preconditions; the new process only runs
+    // `child` (which, single-threaded, may allocate: glibc resets its allocator locks
+    // in a forked child) and then exits without returning into the caller.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -150,21 +171,43 @@ pub fn fork_and_wait(child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outc
         return Err(e);
     }
     if pid == 0 {
-        // SAFETY: closing our copy of the read end; asking for SIGKILL when the parent
-        // dies, then checking it did not die already.
-        unsafe {
-            libc::close(read_end);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                exit_group(crate::exit_status::INTERNAL);
+        reset_forwarding();
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(read_end) };
+        match mode {
+            Mode::Child => {
+                // SAFETY: asking for SIGKILL when the caller dies, then checking it
+                // did not die already.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        exit_group(crate::exit_status::INTERNAL);
+                    }
+                }
+            }
+            Mode::Detached => {
+                // SAFETY: as above; the intermediate process exits at once, leaving the
+                // grandchild to init.
+                let grandchild = unsafe { libc::fork() };
+                if grandchild != 0 {
+                    exit_group(u8::from(grandchild < 0));
+                }
             }
         }
         child(write_end);
     }
-    CHILD.store(pid, Ordering::Relaxed);
-    install_forwarding();
-    // SAFETY: closing the parent's copy of the write end, so EOF means the child is gone.
+    // SAFETY: closing the caller's copy of the write end, so EOF means the child is gone.
     unsafe { libc::close(write_end) };
+    if mode == Mode::Detached {
+        let mut status = 0;
+        // SAFETY: reaping the intermediate process, which exits at once.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    } else {
+        CHILD.store(pid, Ordering::Relaxed);
+        install_forwarding();
+    }
     let mut buf = [0u8; MAX_MESSAGE];
     let n = loop {
         // SAFETY: reading into a buffer of `buf.len()` bytes from a pipe fd we own.
@@ -179,8 +222,14 @@ pub fn fork_and_wait(child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outc
     };
     // SAFETY: closing the read end we own.
     unsafe { libc::close(read_end) };
+    if mode == Mode::Child {
+        CHILD.store(0, Ordering::Relaxed);
+    }
     if let Some(m) = Message::decode(&buf[..n]) {
         return Ok(Outcome::Message(m));
+    }
+    if mode == Mode::Detached {
+        return Ok(Outcome::Vanished);
     }
     // No message: the child is dead or dying; collect it.
     let mut status = 0;
@@ -228,15 +277,19 @@ mod tests {
 
     #[test]
     fn parent_gets_the_message_or_the_death() {
-        let got = fork_and_wait(|fd| {
-            send(fd, &Message::encode_done(42));
-            exit_group(0)
-        })
-        .unwrap();
-        assert_eq!(got, Outcome::Message(Message::Done(42)));
-        let got = fork_and_wait(|_| exit_group(9)).unwrap();
+        for mode in [Mode::Child, Mode::Detached] {
+            let got = fork_and_wait(mode, |fd| {
+                send(fd, &Message::encode_done(42));
+                exit_group(0)
+            })
+            .unwrap();
+            assert_eq!(got, Outcome::Message(Message::Done(42)));
+        }
+        let got = fork_and_wait(Mode::Detached, |_| exit_group(9)).unwrap();
+        assert_eq!(got, Outcome::Vanished);
+        let got = fork_and_wait(Mode::Child, |_| exit_group(9)).unwrap();
         assert_eq!(got, Outcome::Exited(9));
-        let got = fork_and_wait(|_| {
+        let got = fork_and_wait(Mode::Child, |_| {
             // SAFETY: raising SIGKILL on ourselves (the test child).
             unsafe { libc::raise(libc::SIGKILL) };
             exit_group(0)
