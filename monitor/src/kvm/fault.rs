@@ -9,8 +9,10 @@ use crate::exit_status;
 use crate::fault::{write_location, FaultKind, FaultReport, PF_FETCH, PF_USER};
 use crate::fmtbuf::FmtBuf;
 use crate::layout::Layout;
+use crate::memory::GuestMemory;
 use crate::syscall_names::syscall_name;
 use core::fmt::Write;
+use septem_abi::GuestAddr;
 use septem_image::Image;
 
 /// Byte offsets in the fault record (one `u64` each).
@@ -114,6 +116,8 @@ pub struct Context<'a> {
     pub image: &'a Image,
     /// The layout (to recognize the stack guard page).
     pub layout: &'a Layout,
+    /// Guest memory (to read the instruction at a faulting RIP).
+    pub mem: &'a GuestMemory,
 }
 
 /// A classified stop: what to print and which status to exit with.
@@ -141,15 +145,39 @@ pub fn is_syscall(r: &FaultRecord, syscall_page: u64) -> bool {
 #[must_use]
 pub fn report_fault(r: &FaultRecord, ctx: &Context<'_>, syscall_page: u64) -> Report {
     let mut text = FmtBuf::new();
-    if is_syscall(r, syscall_page) {
-        let nr = r.rax();
+    let syscall = if is_syscall(r, syscall_page) {
         // RCX holds the address after the 2-byte `syscall`.
-        let at = r.rcx().wrapping_sub(2);
-        let _ = write!(
-            text,
-            "septem-run: guest executed a syscall instruction (rax = {nr}"
-        );
-        if let Some(name) = syscall_name(nr) {
+        Some((
+            "a syscall instruction",
+            "rax",
+            r.rax(),
+            r.rcx().wrapping_sub(2),
+        ))
+    } else if matches!(r.vector, 6 | 13) {
+        // `int 0x80` and `sysenter` fault (#GP on hardware, #UD under kvm_pvm).
+        let insn = ctx.mem.read_bytes(GuestAddr::new(r.rip), 2).ok();
+        match insn {
+            Some([0xcd, 0x80]) => Some((
+                "int 0x80 (a 32-bit syscall)",
+                "eax",
+                r.rax() & 0xffff_ffff,
+                r.rip,
+            )),
+            Some([0x0f, 0x34]) => Some((
+                "sysenter (a 32-bit syscall)",
+                "eax",
+                r.rax() & 0xffff_ffff,
+                r.rip,
+            )),
+            Some([0x0f, 0x05]) => Some(("a syscall instruction", "rax", r.rax(), r.rip)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some((what, reg, nr, at)) = syscall {
+        let _ = write!(text, "septem-run: guest executed {what} ({reg} = {nr}");
+        if let Some(name) = syscall_name(nr).filter(|_| reg == "rax") {
             let _ = write!(text, ", {name}?");
         }
         let _ = write!(text, ") at {at:#x}");

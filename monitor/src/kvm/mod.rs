@@ -217,6 +217,7 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
     let ctx = fault::Context {
         image: &guest.image,
         layout: &guest.layout,
+        mem: &p.mem,
     };
     let mut host = SysHost::new();
     if let Err(e) = seccomp::seal(&prog) {

@@ -134,6 +134,7 @@ fn run(code: &Code) -> (u8, String, String) {
     let ctx = Context {
         image: &img,
         layout: &layout,
+        mem: &p.mem,
     };
     let stopped = vcpu::run(
         &mut p.machine.vcpu,
@@ -341,6 +342,16 @@ fn closed_ports_and_privileged_instructions_are_gp_faults() {
 }
 
 #[test]
+fn reading_the_hypercall_port_stops_the_vm() {
+    if !kvm_usable() {
+        return;
+    }
+    let mut c = Code::default();
+    c.imm(&[0xba], 0x500).b(&[0xec]); // mov edx, 0x500; in al, dx
+    expect_fault(&c, exit_status::VM_FAILURE, &["guest read from I/O port (0x500)"]);
+}
+
+#[test]
 fn divide_by_zero_is_reported() {
     if !kvm_usable() {
         return;
@@ -362,6 +373,23 @@ fn syscall_is_caught() {
         exit_status::FORBIDDEN_SYSCALL,
         &["guest executed a syscall instruction (rax = 39, getpid?) at 0x100005"],
     );
+}
+
+#[test]
+fn int80_and_sysenter_are_syscall_attempts() {
+    if !kvm_usable() {
+        return;
+    }
+    let mut c = Code::default();
+    c.imm(&[0xb8], 20).b(&[0xcd, 0x80]); // mov eax, 20; int 0x80
+    expect_fault(
+        &c,
+        exit_status::FORBIDDEN_SYSCALL,
+        &["guest executed int 0x80 (a 32-bit syscall) (eax = 20) at 0x100005"],
+    );
+    let mut c = Code::default();
+    c.imm(&[0xb8], 20).b(&[0x0f, 0x34]); // mov eax, 20; sysenter
+    expect_fault(&c, exit_status::FORBIDDEN_SYSCALL, &["sysenter"]);
 }
 
 #[test]

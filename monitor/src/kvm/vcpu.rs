@@ -22,7 +22,7 @@ pub struct Stopped {
 enum Exit {
     Hypercall,
     FaultPort,
-    OtherPort(u16),
+    OtherPort(&'static str, u16),
     Stop(&'static str, u64),
     Retry,
 }
@@ -31,7 +31,8 @@ fn classify(vcpu: &mut VcpuFd) -> Exit {
     match vcpu.run() {
         Ok(VcpuExit::IoOut(port, _)) if port == HYPERCALL_PORT_BASE => Exit::Hypercall,
         Ok(VcpuExit::IoOut(port, _)) if port == lowmem::FAULT_PORT => Exit::FaultPort,
-        Ok(VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _)) => Exit::OtherPort(port),
+        Ok(VcpuExit::IoOut(port, _)) => Exit::OtherPort("guest wrote to I/O port", port),
+        Ok(VcpuExit::IoIn(port, _)) => Exit::OtherPort("guest read from I/O port", port),
         Ok(VcpuExit::Shutdown) => Exit::Stop("triple fault (KVM_EXIT_SHUTDOWN)", 0),
         Ok(VcpuExit::InternalError) => Exit::Stop("KVM internal error", 0),
         Ok(VcpuExit::FailEntry(reason, _cpu)) => {
@@ -99,8 +100,7 @@ pub fn run(
                     &fault::report_fault(&record, ctx, lowmem::SYSCALL_PAGE),
                 );
             }
-            Exit::OtherPort(port) => {
-                let what = "I/O to a port the TSS bitmap closes";
+            Exit::OtherPort(what, port) => {
                 return emit(
                     host,
                     &fault::report_vm_failure(what, u64::from(port), &vm_state(vcpu), ctx),
