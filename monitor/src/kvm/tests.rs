@@ -126,10 +126,16 @@ fn kvm_usable() -> bool {
 
 /// Runs `code` in a fresh VM; returns (status, stdout, stderr).
 fn run(code: &Code) -> (u8, String, String) {
+    run_with(code, |_| {})
+}
+
+/// As [`run`], after `tweak` adjusts the prepared vCPU.
+fn run_with(code: &Code, tweak: impl FnOnce(&mut vm::Machine)) -> (u8, String, String) {
     let (bytes, img) = image(&code.0);
     let args = vec!["test".to_string()];
     let layout = Layout::compute(&img, 16 << 20, boot_area_size(&args, &[]), u64::MAX).unwrap();
     let mut p = vm::prepare(&img, &bytes, &layout, &args, &[], (1, 2)).expect("VM set-up");
+    tweak(&mut p.machine);
     let mut host = Recorder::default();
     let ctx = Context {
         image: &img,
@@ -348,7 +354,11 @@ fn reading_the_hypercall_port_stops_the_vm() {
     }
     let mut c = Code::default();
     c.imm(&[0xba], 0x500).b(&[0xec]); // mov edx, 0x500; in al, dx
-    expect_fault(&c, exit_status::VM_FAILURE, &["guest read from I/O port (0x500)"]);
+    expect_fault(
+        &c,
+        exit_status::VM_FAILURE,
+        &["guest read from I/O port (0x500)"],
+    );
 }
 
 #[test]
@@ -400,4 +410,24 @@ fn stack_overflow_hits_the_guard_page() {
     let mut c = Code::default();
     c.b(&[0x50, 0xeb, 0xfd]); // 1: push rax; jmp 1b
     expect_fault(&c, exit_status::GUEST_FAULT, &["stack overflow"]);
+}
+
+#[test]
+fn without_an_idt_a_fault_is_a_reported_triple_fault() {
+    if !kvm_usable() {
+        return;
+    }
+    let mut c = Code::default();
+    c.b(&[0x90, 0x90, 0x0f, 0x0b]); // nop; nop; ud2
+    let (status, _, err) = run_with(&c, |m| {
+        let mut sregs = m.vcpu.get_sregs().unwrap();
+        sregs.idt.limit = 0;
+        m.vcpu.set_sregs(&sregs).unwrap();
+    });
+    assert_eq!(status, exit_status::VM_FAILURE, "{err}");
+    assert!(
+        err.contains("virtual machine failure: triple fault"),
+        "{err}"
+    );
+    eprintln!("{err}");
 }
