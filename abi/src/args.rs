@@ -50,8 +50,8 @@ assert_size!(ClockWallArgs, 8);
 pub struct YieldArgs {
     /// Monotonic deadline in nanoseconds (same clock as [`ClockMonotonicArgs`]).
     pub deadline: u64,
-    /// Bit `i` set: wake when device `i` of `BootInfo::devices` is readable.
-    /// No devices exist in ABI version 1, so it must be zero.
+    /// Bit `i` set: wake when device `i` of `BootInfo::devices` (a net device) has
+    /// input. A bit naming no net device gives [`crate::HcError::NoDevice`].
     pub wait_set: u64,
     /// Out: the subset of `wait_set` that is ready.
     pub ready_set: u64,
@@ -90,3 +90,61 @@ pub const PANIC_EXIT_STATUS: i32 = 101;
 
 /// The longest abort message the monitor prints.
 pub const ABORT_MESSAGE_MAX: u64 = 4096;
+
+/// Most frames one [`NetWriteArgs`] or [`NetReadArgs`] call may carry.
+pub const NET_BATCH_MAX: u32 = 64;
+
+/// Largest frame accepted: an Ethernet header plus a 9000-byte jumbo payload.
+pub const NET_FRAME_MAX: u32 = 9014;
+
+/// One Ethernet frame (no FCS) in guest memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFrame {
+    /// First byte of the frame (write) or of the receive buffer (read).
+    pub data: GuestAddr,
+    /// Write: frame length. Read: in, buffer capacity; out, frame length.
+    pub len: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(NetFrame, 16);
+
+/// [`crate::Hypercall::NetWrite`]: send `count` frames from the table at `frames`.
+/// Returns the number of frames sent (all unless the host's queue is full: then the
+/// guest retries the rest later).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetWriteArgs {
+    /// Index of the net device in `BootInfo::devices`.
+    pub device: u32,
+    /// Number of [`NetFrame`] entries (1..=[`NET_BATCH_MAX`]).
+    pub count: u32,
+    /// Table of frames.
+    pub frames: GuestAddr,
+    /// Out: frames sent.
+    pub done: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(NetWriteArgs, 24);
+
+/// [`crate::Hypercall::NetRead`]: receive up to `count` frames into the buffers of the
+/// table at `frames` (each entry's `len` becomes the frame's length). Never blocks:
+/// returns the number received, 0 when nothing is waiting (use `Yield` with a
+/// `wait_set` to sleep until input arrives). A frame longer than its buffer is dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetReadArgs {
+    /// Index of the net device in `BootInfo::devices`.
+    pub device: u32,
+    /// Number of [`NetFrame`] buffers (1..=[`NET_BATCH_MAX`]).
+    pub count: u32,
+    /// Table of buffers.
+    pub frames: GuestAddr,
+    /// Out: frames received.
+    pub done: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(NetReadArgs, 24);

@@ -30,7 +30,59 @@ pub struct BootStr {
 }
 assert_size!(BootStr, 16);
 
-/// One attached device (none exist in ABI version 1; the table is always empty).
+/// `NetConfig::flags`: `ipv4`/`prefix_len` hold a static address. Without it the
+/// guest configures itself (DHCP).
+pub const NET_HAS_ADDRESS: u32 = 1;
+/// `NetConfig::flags`: `gateway` holds the default gateway.
+pub const NET_HAS_GATEWAY: u32 = 2;
+/// `NetConfig::flags`: `dns` holds a name server.
+pub const NET_HAS_DNS: u32 = 4;
+
+/// Configuration of a network device, as the monitor was told on its command line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// Must be zero.
+    pub _pad0: [u8; 2],
+    /// MTU in bytes (IP packet size; frames are up to `mtu + 14` bytes).
+    pub mtu: u32,
+    /// Static IPv4 address (valid with [`NET_HAS_ADDRESS`]).
+    pub ipv4: [u8; 4],
+    /// Prefix length of `ipv4` (0..=32).
+    pub prefix_len: u8,
+    /// Must be zero.
+    pub _pad1: [u8; 3],
+    /// Default gateway (valid with [`NET_HAS_GATEWAY`]).
+    pub gateway: [u8; 4],
+    /// Name server (valid with [`NET_HAS_DNS`]).
+    pub dns: [u8; 4],
+    /// `NET_HAS_*` bits.
+    pub flags: u32,
+}
+assert_size!(NetConfig, 32);
+
+/// `BlockConfig::flags`: the device refuses writes.
+pub const BLOCK_READ_ONLY: u32 = 1;
+
+/// Configuration of a block device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Sector size in bytes (512).
+    pub sector_size: u32,
+    /// `BLOCK_*` bits.
+    pub flags: u32,
+    /// Capacity in sectors.
+    pub sectors: u64,
+    /// Zero; room for later versions.
+    pub _reserved: [u64; 2],
+}
+assert_size!(BlockConfig, 32);
+
+/// One attached device. Device `i` of `BootInfo::devices` is the `i`-th device of the
+/// image's manifest, and `i` is how hypercalls and [`crate::YieldArgs::wait_set`] name it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BootDevice {
@@ -40,8 +92,25 @@ pub struct BootDevice {
     pub _pad: u32,
     /// Device name, NUL-padded (as in the manifest).
     pub name: [u8; 32],
+    /// Valid for net devices, zero otherwise.
+    pub net: NetConfig,
+    /// Valid for block devices, zero otherwise.
+    pub block: BlockConfig,
 }
-assert_size!(BootDevice, 40);
+assert_size!(BootDevice, 104);
+
+impl BootDevice {
+    /// The name as a string.
+    #[must_use]
+    pub fn name_str(&self) -> &str {
+        let len = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+    }
+}
 
 /// Backend identifiers for [`BootInfo::backend`].
 pub mod backend {

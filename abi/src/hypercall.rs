@@ -4,10 +4,9 @@
 //! and `arg` points at that call's argument struct (see [`crate::args`]). The call
 //! returns an `i64`: `>= 0` on success, a negative [`HcError`] otherwise.
 //!
-//! Number ranges: `0x01..=0x0f` core (below), `0x10..=0x1f` reserved for network
-//! devices, `0x20..=0x2f` reserved for block devices, `0x30..=0x3f` reserved for
-//! lifecycle (shutdown requests). A monitor answers any other number with
-//! [`HcError::Unsupported`].
+//! Number ranges: `0x01..=0x0f` core, `0x10..=0x1f` network devices, `0x20..=0x2f`
+//! reserved for block devices, `0x30..=0x3f` reserved for lifecycle (shutdown
+//! requests). A monitor answers any other number with [`HcError::Unsupported`].
 
 use core::fmt;
 
@@ -31,17 +30,24 @@ pub enum Hypercall {
     Exit = 0x05,
     /// Abort with a message and a status; never returns. Args: [`crate::AbortArgs`].
     Abort = 0x06,
+    /// Send up to [`crate::NET_BATCH_MAX`] frames on a net device. Args: [`crate::NetWriteArgs`].
+    NetWrite = 0x10,
+    /// Receive up to [`crate::NET_BATCH_MAX`] frames from a net device without blocking.
+    /// Args: [`crate::NetReadArgs`].
+    NetRead = 0x11,
 }
 
 impl Hypercall {
     /// All hypercalls, in number order.
-    pub const ALL: [Hypercall; 6] = [
+    pub const ALL: [Hypercall; 8] = [
         Hypercall::ConsoleWrite,
         Hypercall::ClockMonotonic,
         Hypercall::ClockWall,
         Hypercall::Yield,
         Hypercall::Exit,
         Hypercall::Abort,
+        Hypercall::NetWrite,
+        Hypercall::NetRead,
     ];
 
     /// A short lowercase name, for traces and error messages.
@@ -54,6 +60,8 @@ impl Hypercall {
             Hypercall::Yield => "yield",
             Hypercall::Exit => "exit",
             Hypercall::Abort => "abort",
+            Hypercall::NetWrite => "net_write",
+            Hypercall::NetRead => "net_read",
         }
     }
 
@@ -68,6 +76,8 @@ impl Hypercall {
             Hypercall::Yield => size_of::<crate::YieldArgs>(),
             Hypercall::Exit => size_of::<crate::ExitArgs>(),
             Hypercall::Abort => size_of::<crate::AbortArgs>(),
+            Hypercall::NetWrite => size_of::<crate::NetWriteArgs>(),
+            Hypercall::NetRead => size_of::<crate::NetReadArgs>(),
         }
     }
 }
@@ -93,6 +103,8 @@ impl TryFrom<u64> for Hypercall {
             0x04 => Ok(Hypercall::Yield),
             0x05 => Ok(Hypercall::Exit),
             0x06 => Ok(Hypercall::Abort),
+            0x10 => Ok(Hypercall::NetWrite),
+            0x11 => Ok(Hypercall::NetRead),
             other => Err(UnknownHypercall(other)),
         }
     }
@@ -185,7 +197,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_rejected() {
-        for nr in [0u64, 7, 0x10, 0x20, 0x3f, u64::MAX] {
+        for nr in [0u64, 7, 0x12, 0x20, 0x3f, u64::MAX] {
             assert_eq!(Hypercall::try_from(nr), Err(UnknownHypercall(nr)));
         }
     }

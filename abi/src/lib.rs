@@ -17,14 +17,17 @@ pub mod hypercall;
 pub mod manifest;
 
 pub use args::*;
-pub use boot::{BootDevice, BootInfo, BootStr, HypercallFn, BOOT_INFO_MAGIC};
+pub use boot::{
+    BlockConfig, BootDevice, BootInfo, BootStr, HypercallFn, NetConfig, BLOCK_READ_ONLY,
+    BOOT_INFO_MAGIC, NET_HAS_ADDRESS, NET_HAS_DNS, NET_HAS_GATEWAY,
+};
 pub use hypercall::{HcError, Hypercall, UnknownHypercall, HYPERCALL_PORT_BASE};
 pub use manifest::{DeviceKind, Manifest, ManifestDevice, ManifestError, ManifestHeader};
 
 /// Version of this contract. A monitor refuses an image whose manifest names another one.
 ///
 /// Bump it on any change to a struct layout, a hypercall number or its semantics.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Guests are linked to load here (1 MiB). Nothing of the guest is mapped below it:
 /// the low area is the monitor's (page tables, descriptor tables, trampolines under KVM;

@@ -15,7 +15,8 @@ use crate::memory::{GuestMemory, MemError, Pod};
 use core::fmt::Write;
 use septem_abi::{
     AbortArgs, ClockMonotonicArgs, ClockWallArgs, ConsoleWriteArgs, ExitArgs, GuestAddr, HcError,
-    Hypercall, YieldArgs, ABORT_MESSAGE_MAX, CONSOLE_STDERR, CONSOLE_STDOUT,
+    Hypercall, NetReadArgs, NetWriteArgs, YieldArgs, ABORT_MESSAGE_MAX, CONSOLE_STDERR,
+    CONSOLE_STDOUT,
 };
 
 /// Which host stream console output goes to.
@@ -90,6 +91,8 @@ fn serve(mem: &GuestMemory, host: &mut impl Host, call: Hypercall, arg: GuestAdd
         Hypercall::Yield => yield_until(mem, host, arg),
         Hypercall::Exit => return exit(mem, arg),
         Hypercall::Abort => return abort(mem, host, arg),
+        // No net device can be attached yet: every device index is unknown.
+        Hypercall::NetWrite | Hypercall::NetRead => Err(HcError::NoDevice),
     };
     Action::Resume(match result {
         Ok(v) => v,
@@ -230,6 +233,24 @@ fn trace_args(mem: &GuestMemory, out: &mut FmtBuf<512>, call: Hypercall, arg: Gu
                 a.message.raw(),
                 a.len,
                 a.status
+            )
+        }),
+        Hypercall::NetWrite => get::<NetWriteArgs>(mem, arg).map(|a| {
+            write!(
+                out,
+                "device={}, count={}, frames={:#x}",
+                a.device,
+                a.count,
+                a.frames.raw()
+            )
+        }),
+        Hypercall::NetRead => get::<NetReadArgs>(mem, arg).map(|a| {
+            write!(
+                out,
+                "device={}, count={}, frames={:#x}",
+                a.device,
+                a.count,
+                a.frames.raw()
             )
         }),
     };

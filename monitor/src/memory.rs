@@ -118,6 +118,12 @@ unsafe impl Pod for septem_abi::BootInfo {}
 unsafe impl Pod for septem_abi::BootStr {}
 // SAFETY: as above.
 unsafe impl Pod for septem_abi::BootDevice {}
+// SAFETY: as above.
+unsafe impl Pod for septem_abi::NetWriteArgs {}
+// SAFETY: as above.
+unsafe impl Pod for septem_abi::NetReadArgs {}
+// SAFETY: as above.
+unsafe impl Pod for septem_abi::NetFrame {}
 // SAFETY: primitive integer.
 unsafe impl Pod for u64 {}
 
