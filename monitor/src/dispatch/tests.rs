@@ -171,7 +171,7 @@ fn unknown_numbers_are_unsupported() {
     let mut buf = vec![0u8; 0x3000];
     let m = guest(&mut buf);
     let mut host = FakeHost::default();
-    for nr in [0u64, 7, 0x10, 0x20, u64::MAX] {
+    for nr in [0u64, 7, 0x12, 0x20, u64::MAX] {
         let a = dispatch(
             &m,
             &mut host,
