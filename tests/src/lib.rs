@@ -2,6 +2,8 @@
 //! library, runs them with the real `septem-run` binary, and tells whether KVM is
 //! usable here (tests that need it skip with a printed reason when it is not).
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
