@@ -95,7 +95,7 @@ impl InspectReport {
             entry: image.entry,
             entry_symbol: image.symbolize(image.entry).map(|(name, off)| {
                 if off == 0 {
-                    name.to_owned()
+                    name.to_string()
                 } else {
                     format!("{name}+{off:#x}")
                 }
@@ -121,7 +121,7 @@ impl InspectReport {
                 })
                 .collect(),
             span: (image.start(), image.end()),
-            symbols: image.symbols().len(),
+            symbols: image.symbol_count(),
         }
     }
 }

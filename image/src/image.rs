@@ -1,7 +1,8 @@
 //! The validated image.
 
 use crate::elf::{self, Bytes, Header, ProgramHeader, PHDR_SIZE};
-use crate::{note, symbols, ImageError, Symbol};
+use crate::symbols::{Symbol, SymbolName, SymbolTable};
+use crate::{note, ImageError};
 use septem_abi::{Manifest, ABI_VERSION, IMAGE_BASE, PAGE_SIZE};
 use std::fmt;
 
@@ -84,7 +85,7 @@ pub struct Image {
     pub manifest_offset: usize,
     /// Size of the file.
     pub file_size: usize,
-    symbols: Vec<Symbol>,
+    symbols: SymbolTable,
 }
 
 impl Image {
@@ -126,7 +127,7 @@ impl Image {
             manifest,
             manifest_offset,
             file_size: bytes.len(),
-            symbols: symbols::read_symbols(bytes, &header),
+            symbols: SymbolTable::read(bytes, &header),
         })
     }
 
@@ -156,16 +157,22 @@ impl Image {
         self.segments.last().map_or(IMAGE_BASE, Segment::page_end)
     }
 
-    /// Function symbols, sorted by address (empty when the image is stripped).
+    /// Function symbols, sorted by address (none when the image is stripped).
+    pub fn symbols(&self) -> impl ExactSizeIterator<Item = Symbol<'_>> + '_ {
+        self.symbols.iter()
+    }
+
+    /// Number of function symbols.
     #[must_use]
-    pub fn symbols(&self) -> &[Symbol] {
-        &self.symbols
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
     }
 
     /// The function containing `addr` and the offset into it, if the image has symbols.
+    /// Allocates nothing (the name demangles when displayed), so it may run sealed.
     #[must_use]
-    pub fn symbolize(&self, addr: u64) -> Option<(&str, u64)> {
-        symbols::lookup(&self.symbols, addr).map(|(s, off)| (s.name.as_str(), off))
+    pub fn symbolize(&self, addr: u64) -> Option<(SymbolName<'_>, u64)> {
+        self.symbols.lookup(addr).map(|(s, off)| (s.name, off))
     }
 }
 

@@ -18,4 +18,4 @@ mod symbols;
 pub use error::ImageError;
 pub use image::{Image, Perms, Segment, MAX_IMAGE_END, MAX_IMAGE_FILE_SIZE, MAX_SEGMENTS};
 pub use note::write_manifest;
-pub use symbols::Symbol;
+pub use symbols::{Symbol, SymbolName};

@@ -123,7 +123,7 @@ pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<Gue
         mem,
         entry = image.entry,
         segments = image.segments.len(),
-        symbols = image.symbols().len(),
+        symbols = image.symbol_count(),
         "image validated"
     );
     Ok(GuestSpec {
