@@ -3,9 +3,11 @@
 
 use crate::dispatch::DispatchConfig;
 use crate::layout::Layout;
+use crate::net::Devices;
 use septem_image::Image;
 
-/// A guest ready to be loaded: validated image, layout, arguments, environment.
+/// A guest ready to be loaded: validated image, layout, arguments, environment,
+/// attached devices.
 #[derive(Debug)]
 pub struct GuestSpec {
     /// The image file's bytes.
@@ -18,8 +20,10 @@ pub struct GuestSpec {
     pub args: Vec<String>,
     /// Environment entries, `KEY=VALUE`.
     pub env: Vec<String>,
-    /// Dispatcher settings (`--trace`).
+    /// Dispatcher settings (`--trace`, which devices are net devices).
     pub dispatch: DispatchConfig,
+    /// The attached devices (tap fds open), in manifest order.
+    pub devices: Devices,
 }
 
 /// Which backend to use.

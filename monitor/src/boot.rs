@@ -1,8 +1,10 @@
-//! Writes [`BootInfo`] and the argument/environment tables into the boot area.
+//! Writes [`BootInfo`], the device table and the argument/environment tables into the
+//! boot area: `BootInfo` first, then the `BootDevice` table (8-byte aligned: `BootInfo`
+//! is 200 bytes), the argv and envp `BootStr` tables, then the strings.
 
 use crate::layout::Layout;
 use crate::memory::{GuestMemory, MemError};
-use septem_abi::{BootInfo, BootStr, GuestAddr, BOOT_INFO_MAGIC};
+use septem_abi::{BootDevice, BootInfo, BootStr, GuestAddr, BOOT_INFO_MAGIC};
 
 /// What goes into the boot area besides the layout.
 #[derive(Clone, Debug)]
@@ -11,6 +13,8 @@ pub struct BootParams<'a> {
     pub args: &'a [String],
     /// Environment entries, `KEY=VALUE`.
     pub env: &'a [String],
+    /// Attached devices, in manifest order.
+    pub devices: &'a [BootDevice],
     /// Address of the hypercall entry the guest calls.
     pub hypercall: u64,
     /// `septem_abi::boot::backend::*`.
@@ -23,11 +27,12 @@ pub struct BootParams<'a> {
 
 const INFO: u64 = size_of::<BootInfo>() as u64;
 const STR: u64 = size_of::<BootStr>() as u64;
+const DEVICE: u64 = size_of::<BootDevice>() as u64;
 
-/// Bytes the boot area needs for these arguments and environment.
+/// Bytes the boot area needs for these arguments, environment and `devices` devices.
 #[must_use]
-pub fn boot_area_size(args: &[String], env: &[String]) -> u64 {
-    let tables = (args.len() + env.len()) as u64 * STR;
+pub fn boot_area_size(args: &[String], env: &[String], devices: usize) -> u64 {
+    let tables = (args.len() + env.len()) as u64 * STR + devices as u64 * DEVICE;
     let strings: u64 = args.iter().chain(env).map(|s| s.len() as u64).sum();
     INFO + tables + strings
 }
@@ -39,7 +44,11 @@ pub fn write_boot_area(
     p: &BootParams<'_>,
 ) -> Result<GuestAddr, MemError> {
     let info_at = GuestAddr::new(layout.boot_start);
-    let argv = GuestAddr::new(layout.boot_start + INFO);
+    let devices = GuestAddr::new(layout.boot_start + INFO);
+    for (i, d) in p.devices.iter().enumerate() {
+        mem.write_obj(GuestAddr::new(devices.raw() + i as u64 * DEVICE), d)?;
+    }
+    let argv = GuestAddr::new(devices.raw() + p.devices.len() as u64 * DEVICE);
     let envp = GuestAddr::new(argv.raw() + p.args.len() as u64 * STR);
     let mut strings = envp.raw() + p.env.len() as u64 * STR;
     for (table, items) in [(argv, p.args), (envp, p.env)] {
@@ -70,8 +79,12 @@ pub fn write_boot_area(
         envp,
         boot_monotonic_ns: p.monotonic_ns,
         boot_wall_ns: p.wall_ns,
-        device_count: 0,
-        devices: GuestAddr::NULL,
+        device_count: p.devices.len() as u64,
+        devices: if p.devices.is_empty() {
+            GuestAddr::NULL
+        } else {
+            devices
+        },
         _reserved: [0; 8],
     };
     mem.write_obj(info_at, &info)?;

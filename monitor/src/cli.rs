@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! septem-run [--backend auto|seccomp|kvm] [--mem SIZE] [--env K=V]… [--trace]
-//!            [--net:NAME=TAP]… [--block:NAME=FILE]… IMAGE [-- ARGS…]
+//!            [--net:NAME=TAP [--net-mac:NAME=MAC] [--net-ip:NAME=ADDR/PREFIX]
+//!             [--net-gw:NAME=ADDR]]… [--dns ADDR] [--block:NAME=FILE]… IMAGE [-- ARGS…]
 //! septem-run --print-policy [--backend seccomp|kvm]
 //! ```
 //!
 //! Device options follow Solo5's `--net:NAME=IFACE` convention, which clap cannot
-//! express, so they are split off the argument list before clap sees it. Every error
+//! express, so they (and the per-device `--net-mac:`, `--net-ip:`, `--net-gw:`) are
+//! split off the argument list before clap sees it. Every error
 //! becomes a [`CliExit`] with a one-line message and [`exit_status::USAGE`];
 //! `--help`/`--version` exit 0.
 
@@ -17,6 +19,7 @@ use clap::Parser;
 use septem_abi::manifest::{is_valid_device_name, DEVICE_NAME_MAX};
 use septem_abi::DeviceKind;
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 /// The options clap parses.
@@ -29,6 +32,9 @@ use std::path::PathBuf;
 septem-run --print-policy [--backend seccomp|kvm]",
     after_help = "Devices (Solo5 style): --net:NAME=TAP attaches a tap interface and \
 --block:NAME=FILE a disk image to the device NAME the image declares.\n\
+Net device settings: --net-mac:NAME=MAC (default: random, locally administered), \
+--net-ip:NAME=ADDR/PREFIX (static address; without it the guest may use DHCP), \
+--net-gw:NAME=ADDR (default gateway); see docs/networking.md.\n\
 Sizes: 512K, 64M, 1G, 64MiB... (binary multiples); a plain number is bytes.\n\
 Exit status: the guest's own, or 120..127 for septem-run's outcomes (docs/exit-status.md)."
 )]
@@ -50,8 +56,12 @@ pub struct Args {
     #[arg(long)]
     pub trace: bool,
 
+    /// Name server for every net device of the guest.
+    #[arg(long, value_name = "ADDR", value_parser = parse_dns)]
+    pub dns: Option<Ipv4Addr>,
+
     /// Print the seccomp policy (syscall, number, argument conditions) and exit.
-    #[arg(long, conflicts_with_all = ["image", "mem", "env", "trace"])]
+    #[arg(long, conflicts_with_all = ["image", "mem", "env", "trace", "dns"])]
     pub print_policy: bool,
 
     /// The image to run (built by `septem-build build`).
@@ -72,6 +82,20 @@ pub struct DeviceOpt {
     pub name: String,
     /// The host side: a tap interface name or a file path.
     pub target: String,
+    /// `--net-mac:`/`--net-ip:`/`--net-gw:` for this device (net devices only).
+    pub net: NetParams,
+}
+
+/// Settings of one net device from `--net-mac:NAME=…`, `--net-ip:NAME=…`,
+/// `--net-gw:NAME=…`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetParams {
+    /// The guest's MAC address (default: random, locally administered).
+    pub mac: Option<[u8; 6]>,
+    /// Static address and prefix length.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    /// Default gateway.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 impl DeviceOpt {
@@ -108,6 +132,8 @@ pub struct RunOptions {
     pub args: Vec<String>,
     /// Device options.
     pub devices: Vec<DeviceOpt>,
+    /// `--dns`: name server for every net device.
+    pub dns: Option<Ipv4Addr>,
 }
 
 /// The command line ends the program: help/version text, or a usage error.
@@ -174,6 +200,79 @@ pub fn parse_env(s: &str) -> Result<String, String> {
     }
 }
 
+/// Checks a `--dns` value: a unicast IPv4 address.
+pub fn parse_dns(s: &str) -> Result<Ipv4Addr, String> {
+    crate::net::parse_ipv4(s, "name server")
+}
+
+/// The per-device net options: prefix, value syntax.
+const NET_SETTINGS: [(&str, &str); 3] = [
+    ("--net-mac:", "MAC"),
+    ("--net-ip:", "ADDR/PREFIX"),
+    ("--net-gw:", "ADDR"),
+];
+
+/// The value of a `--net-mac:`/`--net-ip:`/`--net-gw:` option.
+#[derive(Clone, Copy, Debug)]
+enum NetValue {
+    Mac([u8; 6]),
+    Ip((Ipv4Addr, u8)),
+    Gateway(Ipv4Addr),
+}
+
+/// A parsed `--net-mac:`/`--net-ip:`/`--net-gw:` word.
+struct NetSettingOpt {
+    /// The option, e.g. `--net-ip`.
+    opt: &'static str,
+    word: String,
+    name: String,
+    value: NetValue,
+}
+
+impl NetSettingOpt {
+    /// Sets the value on `n`; false when it was already set.
+    fn apply(&self, n: &mut NetParams) -> bool {
+        match self.value {
+            NetValue::Mac(m) => n.mac.replace(m).is_none(),
+            NetValue::Ip(c) => n.ipv4.replace(c).is_none(),
+            NetValue::Gateway(g) => n.gateway.replace(g).is_none(),
+        }
+    }
+}
+
+/// Parses one `--net-mac:NAME=…`-style word; `None` if it is not one.
+fn net_setting(word: &str) -> Option<Result<NetSettingOpt, CliExit>> {
+    let (prefix, what) = NET_SETTINGS
+        .into_iter()
+        .find(|(p, _)| word.starts_with(p))?;
+    let rest = &word[prefix.len()..];
+    let opt = prefix.trim_end_matches(':');
+    let Some((name, value)) = rest.split_once('=') else {
+        return Some(Err(usage_error(format_args!(
+            "'{word}' needs a value: write {opt}:NAME={what}"
+        ))));
+    };
+    if !is_valid_device_name(name) {
+        return Some(Err(usage_error(format_args!(
+            "'{word}': device name '{name}' must be 1 to {DEVICE_NAME_MAX} characters of A-Z a-z 0-9 _ -"
+        ))));
+    }
+    let parsed = match prefix {
+        "--net-mac:" => crate::net::parse_mac(value).map(NetValue::Mac),
+        "--net-ip:" => crate::net::parse_cidr(value).map(NetValue::Ip),
+        _ => crate::net::parse_ipv4(value, "gateway").map(NetValue::Gateway),
+    };
+    Some(match parsed {
+        Ok(value) => Ok(NetSettingOpt {
+            opt,
+            word: word.to_string(),
+            name: name.to_string(),
+            value,
+        }),
+        Err(why) => Err(usage_error(format_args!("{opt}:{name}: {why}"))),
+    })
+}
+
 /// Parses one `--net:…`/`--block:…` word; `None` if it is not a device option.
 fn device_option(word: &str) -> Option<Result<DeviceOpt, CliExit>> {
     let (kind, rest) = if let Some(rest) = word.strip_prefix("--net:") {
@@ -204,10 +303,20 @@ fn device_option(word: &str) -> Option<Result<DeviceOpt, CliExit>> {
             what.to_ascii_lowercase()
         ))));
     }
+    if kind == DeviceKind::Net
+        && (target.len() > crate::net::IFNAME_MAX
+            || target.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()))
+    {
+        return Some(Err(usage_error(format_args!(
+            "'{word}': '{target}' is not an interface name (at most {} characters, no '/', ':' or spaces)",
+            crate::net::IFNAME_MAX
+        ))));
+    }
     Some(Ok(DeviceOpt {
         kind,
         name: name.to_string(),
         target: target.to_string(),
+        net: NetParams::default(),
     }))
 }
 
@@ -217,6 +326,7 @@ pub fn split_device_options(
 ) -> Result<(Vec<OsString>, Vec<DeviceOpt>), CliExit> {
     let mut rest = Vec::with_capacity(argv.len());
     let mut devices: Vec<DeviceOpt> = Vec::new();
+    let mut settings: Vec<NetSettingOpt> = Vec::new();
     let mut iter = argv.into_iter();
     // argv[0] is the program.
     rest.extend(iter.next());
@@ -224,6 +334,10 @@ pub fn split_device_options(
         if word == "--" {
             rest.push(word);
             break;
+        }
+        if let Some(setting) = word.to_str().and_then(net_setting) {
+            settings.push(setting?);
+            continue;
         }
         match word.to_str().and_then(device_option) {
             Some(Ok(dev)) => {
@@ -242,6 +356,23 @@ pub fn split_device_options(
         }
     }
     rest.extend(iter);
+    for s in settings {
+        let Some(dev) = devices
+            .iter_mut()
+            .find(|d| d.name == s.name && d.kind == DeviceKind::Net)
+        else {
+            return Err(usage_error(format_args!(
+                "'{}' is for net device '{}', but no --net:{}=TAP is given; add it (or drop the option)",
+                s.word, s.name, s.name
+            )));
+        };
+        if !s.apply(&mut dev.net) {
+            return Err(usage_error(format_args!(
+                "{}:{} is given twice",
+                s.opt, s.name
+            )));
+        }
+    }
     Ok((rest, devices))
 }
 
@@ -289,6 +420,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Command, CliExit> {
         image,
         args: args.args,
         devices,
+        dns: args.dns,
     }))
 }
 
@@ -390,12 +522,14 @@ mod tests {
                 DeviceOpt {
                     kind: DeviceKind::Net,
                     name: "service".into(),
-                    target: "tap0".into()
+                    target: "tap0".into(),
+                    net: NetParams::default(),
                 },
                 DeviceOpt {
                     kind: DeviceKind::Block,
                     name: "disk".into(),
-                    target: "/tmp/d.img".into()
+                    target: "/tmp/d.img".into(),
+                    net: NetParams::default(),
                 },
             ]
         );
@@ -406,6 +540,8 @@ mod tests {
             "--net:a b=tap0",
             "--block:disk=",
             "--net:this-name-is-far-too-long-for-a-device=tap0",
+            "--net:a=tap-name-too-long0",
+            "--net:a=../tap0",
         ] {
             let e = err(&[bad, "img"]);
             assert_eq!(e.status, exit_status::USAGE, "{bad}");
@@ -413,6 +549,85 @@ mod tests {
         }
         let e = err(&["--net:a=tap0", "--block:a=f", "img"]);
         assert!(e.text.contains("given twice"), "{}", e.text);
+    }
+
+    #[test]
+    fn net_settings() {
+        let o = run(&[
+            "--net-ip:service=10.0.7.2/24",
+            "--net:service=tap0",
+            "--net-mac:service=02:00:0a:00:07:02",
+            "--net-gw:service=10.0.7.1",
+            "--dns",
+            "10.0.7.53",
+            "img",
+        ]);
+        assert_eq!(
+            o.devices[0].net,
+            NetParams {
+                mac: Some([2, 0, 10, 0, 7, 2]),
+                ipv4: Some((Ipv4Addr::new(10, 0, 7, 2), 24)),
+                gateway: Some(Ipv4Addr::new(10, 0, 7, 1)),
+            }
+        );
+        assert_eq!(o.dns, Some(Ipv4Addr::new(10, 0, 7, 53)));
+        let o = run(&["--net:service=tap0", "img"]);
+        assert_eq!(o.devices[0].net, NetParams::default());
+        assert_eq!(o.dns, None);
+        for (words, wanted) in [
+            (
+                &["--net:a=tap0", "--net-mac:a=01:00:5e:00:00:01", "img"][..],
+                "--net-mac:a: MAC address 01:00:5e:00:00:01 is a multicast",
+            ),
+            (
+                &["--net:a=tap0", "--net-mac:a=00:00:00:00:00:00", "img"],
+                "all zeros",
+            ),
+            (
+                &["--net:a=tap0", "--net-mac:a=02:00:0a", "img"],
+                "'02:00:0a' is not a MAC address",
+            ),
+            (
+                &["--net:a=tap0", "--net-ip:a=10.0.7.2", "img"],
+                "needs a prefix length",
+            ),
+            (
+                &["--net:a=tap0", "--net-ip:a=10.0.7.2/40", "img"],
+                "not a number from 0 to 32",
+            ),
+            (
+                &["--net:a=tap0", "--net-ip:a=10.0.7.300/24", "img"],
+                "is not an IPv4 address",
+            ),
+            (
+                &["--net:a=tap0", "--net-gw:a=nope", "img"],
+                "gateway 'nope' is not an IPv4 address",
+            ),
+            (&["--net:a=tap0", "--dns", "1.2.3", "img"], "name server"),
+            (
+                &["--net-ip:b=10.0.0.2/8", "--net:a=tap0", "img"],
+                "is for net device 'b', but no --net:b=TAP is given",
+            ),
+            (
+                &["--block:a=f", "--net-gw:a=10.0.0.1", "img"],
+                "no --net:a=TAP is given",
+            ),
+            (
+                &[
+                    "--net:a=t",
+                    "--net-gw:a=10.0.0.1",
+                    "--net-gw:a=10.0.0.2",
+                    "img",
+                ],
+                "--net-gw:a is given twice",
+            ),
+            (&["--net-ip:a", "img"], "needs a value"),
+        ] {
+            let e = err(words);
+            assert_eq!(e.status, exit_status::USAGE, "{words:?}");
+            assert!(e.text.contains(wanted), "{words:?}: {}", e.text);
+            assert_eq!(e.text.lines().count(), 1, "{}", e.text);
+        }
     }
 
     #[test]

@@ -15,9 +15,12 @@ use crate::memory::{GuestMemory, MemError, Pod};
 use core::fmt::Write;
 use septem_abi::{
     AbortArgs, ClockMonotonicArgs, ClockWallArgs, ConsoleWriteArgs, ExitArgs, GuestAddr, HcError,
-    Hypercall, NetReadArgs, NetWriteArgs, YieldArgs, ABORT_MESSAGE_MAX, CONSOLE_STDERR,
-    CONSOLE_STDOUT,
+    Hypercall, NetFrame, NetReadArgs, NetWriteArgs, YieldArgs, ABORT_MESSAGE_MAX, CONSOLE_STDERR,
+    CONSOLE_STDOUT, NET_BATCH_MAX, NET_FRAME_MAX,
 };
+
+/// Shortest frame a guest may send: an Ethernet header.
+pub const NET_FRAME_MIN: u32 = 14;
 
 /// Which host stream console output goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +39,24 @@ pub trait Host {
     fn monotonic_ns(&mut self) -> u64;
     /// Host wall clock in nanoseconds since the Unix epoch.
     fn wall_ns(&mut self) -> u64;
-    /// Blocks until the monotonic clock reaches `deadline_ns` (or a device in
-    /// `wait_set` is ready); returns the ready subset.
+    /// Blocks until the monotonic clock reaches `deadline_ns` or a device in
+    /// `wait_set` (bit `i` = device `i`, only net devices: the dispatcher checked) has
+    /// input; returns the ready subset. `u64::MAX` means no deadline. With a deadline
+    /// already passed it only checks which devices are ready, without blocking.
     fn wait_until(&mut self, deadline_ns: u64, wait_set: u64) -> u64;
+    /// Sends one frame on net device `device`. `Ok(false)`: the host queue is full
+    /// (would block), nothing was sent.
+    fn net_write(&mut self, device: usize, frame: &[u8]) -> Result<bool, HcError> {
+        let _ = (device, frame);
+        Err(HcError::NoDevice)
+    }
+    /// Receives one frame from net device `device` into `buf`, without blocking.
+    /// `Ok(None)`: nothing is waiting. `Ok(Some(n))` with `n > buf.len()`: the frame
+    /// was longer than `buf` and is lost (the dispatcher drops it).
+    fn net_read(&mut self, device: usize, buf: &mut [u8]) -> Result<Option<usize>, HcError> {
+        let _ = (device, buf);
+        Err(HcError::NoDevice)
+    }
 }
 
 /// What the backend does after a hypercall.
@@ -55,6 +73,17 @@ pub enum Action {
 pub struct DispatchConfig {
     /// Log every hypercall to standard error (`--trace`).
     pub trace: bool,
+    /// Bit `i` set: device `i` of `BootInfo::devices` is a net device. Hypercalls and
+    /// wait sets naming any other index get [`HcError::NoDevice`].
+    pub net_devices: u64,
+}
+
+impl DispatchConfig {
+    /// True when `device` names an attached net device.
+    #[must_use]
+    pub fn is_net(&self, device: u32) -> bool {
+        device < 64 && self.net_devices & (1 << device) != 0
+    }
 }
 
 /// Serves hypercall `nr` with its argument struct at `arg`.
@@ -68,7 +97,7 @@ pub fn dispatch(
     let started = if config.trace { host.monotonic_ns() } else { 0 };
     let call = Hypercall::try_from(nr);
     let action = match call {
-        Ok(call) => serve(mem, host, call, arg),
+        Ok(call) => serve(mem, host, config, call, arg),
         Err(_) => Action::Resume(HcError::Unsupported.code()),
     };
     if config.trace {
@@ -77,7 +106,13 @@ pub fn dispatch(
     action
 }
 
-fn serve(mem: &GuestMemory, host: &mut impl Host, call: Hypercall, arg: GuestAddr) -> Action {
+fn serve(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    call: Hypercall,
+    arg: GuestAddr,
+) -> Action {
     let result = match call {
         Hypercall::ConsoleWrite => console_write(mem, host, arg),
         Hypercall::ClockMonotonic => {
@@ -88,11 +123,11 @@ fn serve(mem: &GuestMemory, host: &mut impl Host, call: Hypercall, arg: GuestAdd
             let nanos_since_epoch = host.wall_ns();
             put(mem, arg, &ClockWallArgs { nanos_since_epoch })
         }
-        Hypercall::Yield => yield_until(mem, host, arg),
+        Hypercall::Yield => yield_until(mem, host, config, arg),
         Hypercall::Exit => return exit(mem, arg),
         Hypercall::Abort => return abort(mem, host, arg),
-        // No net device can be attached yet: every device index is unknown.
-        Hypercall::NetWrite | Hypercall::NetRead => Err(HcError::NoDevice),
+        Hypercall::NetWrite => net_write(mem, host, config, arg),
+        Hypercall::NetRead => net_read(mem, host, config, arg),
     };
     Action::Resume(match result {
         Ok(v) => v,
@@ -127,18 +162,157 @@ fn console_write(mem: &GuestMemory, host: &mut impl Host, arg: GuestAddr) -> Res
     Ok(written as i64)
 }
 
-fn yield_until(mem: &GuestMemory, host: &mut impl Host, arg: GuestAddr) -> Result<i64, HcError> {
+fn yield_until(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    arg: GuestAddr,
+) -> Result<i64, HcError> {
     let mut args: YieldArgs = get(mem, arg)?;
-    // ABI version 1 has no devices: any wait-set bit names a device that doesn't exist.
-    if args.wait_set != 0 {
+    // Every bit must name a net device (only they can become ready).
+    if args.wait_set & !config.net_devices != 0 {
         return Err(HcError::NoDevice);
     }
-    args.ready_set = if args.deadline > host.monotonic_ns() {
-        host.wait_until(args.deadline, 0)
+    args.ready_set = if args.wait_set != 0 || args.deadline > host.monotonic_ns() {
+        host.wait_until(args.deadline, args.wait_set) & args.wait_set
     } else {
         0
     };
     put(mem, arg, &args)
+}
+
+/// Reads and checks a net call's frame table: every entry's `_pad` is zero and its
+/// length passes `len_ok`; the table itself must be readable guest memory.
+fn frame_table(
+    mem: &GuestMemory,
+    frames: GuestAddr,
+    count: u32,
+    len_ok: impl Fn(u32) -> bool,
+) -> Result<[NetFrame; NET_BATCH_MAX as usize], HcError> {
+    if count == 0 || count > NET_BATCH_MAX {
+        return Err(HcError::Invalid);
+    }
+    let entry = size_of::<NetFrame>() as u64;
+    mem.check(
+        frames,
+        u64::from(count) * entry,
+        crate::memory::Access::Read,
+    )
+    .map_err(bad_address)?;
+    let mut table = [NetFrame::default(); NET_BATCH_MAX as usize];
+    for (i, slot) in table.iter_mut().take(count as usize).enumerate() {
+        let at = frames
+            .checked_add(i as u64 * entry)
+            .ok_or(HcError::BadAddress)?;
+        let f: NetFrame = get(mem, at)?;
+        if f._pad != 0 || !len_ok(f.len) {
+            return Err(HcError::Invalid);
+        }
+        *slot = f;
+    }
+    Ok(table)
+}
+
+/// `NetWrite`: checks the whole request first (so a bad entry sends nothing), then
+/// sends frames in order until one would block.
+fn net_write(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    arg: GuestAddr,
+) -> Result<i64, HcError> {
+    let mut args: NetWriteArgs = get(mem, arg)?;
+    if args._pad != 0 {
+        return Err(HcError::Invalid);
+    }
+    if !config.is_net(args.device) {
+        return Err(HcError::NoDevice);
+    }
+    let table = frame_table(mem, args.frames, args.count, |len| {
+        (NET_FRAME_MIN..=NET_FRAME_MAX).contains(&len)
+    })?;
+    let table = &table[..args.count as usize];
+    for f in table {
+        mem.check(f.data, u64::from(f.len), crate::memory::Access::Read)
+            .map_err(bad_address)?;
+    }
+    let mut done = 0u32;
+    for f in table {
+        let frame = mem
+            .read_bytes(f.data, u64::from(f.len))
+            .map_err(bad_address)?;
+        match host.net_write(args.device as usize, frame) {
+            Ok(true) => done += 1,
+            Ok(false) => break,
+            // Report the frames that did go out; the guest sees the error next time.
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    args.done = done;
+    put(mem, arg, &args)?;
+    Ok(i64::from(done))
+}
+
+/// `NetRead`: fills the buffers in order with waiting frames, without blocking. A frame
+/// longer than its buffer is dropped and the next one read into the same buffer.
+fn net_read(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    arg: GuestAddr,
+) -> Result<i64, HcError> {
+    let mut args: NetReadArgs = get(mem, arg)?;
+    if args._pad != 0 {
+        return Err(HcError::Invalid);
+    }
+    if !config.is_net(args.device) {
+        return Err(HcError::NoDevice);
+    }
+    let mut table = frame_table(mem, args.frames, args.count, |_| true)?;
+    let count = args.count as usize;
+    for f in &table[..count] {
+        mem.check(f.data, u64::from(f.len), crate::memory::Access::Write)
+            .map_err(bad_address)?;
+    }
+    // The results go back into the table: it must be writable too.
+    mem.check(
+        args.frames,
+        u64::from(args.count) * size_of::<NetFrame>() as u64,
+        crate::memory::Access::Write,
+    )
+    .map_err(bad_address)?;
+    let mut done = 0usize;
+    // Oversized frames are dropped; bound how many one call may skip.
+    let mut drops_left = NET_BATCH_MAX;
+    while done < count {
+        let f = &mut table[done];
+        // SAFETY: no other borrow of guest memory is alive while `buf` is: the table
+        // was copied out, and `buf` is dropped before the next guest-memory access.
+        let buf = unsafe { mem.slice_mut(f.data, u64::from(f.len)) }.map_err(bad_address)?;
+        let got = match host.net_read(args.device as usize, buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(e),
+        };
+        if got > f.len as usize {
+            if drops_left == 0 {
+                break;
+            }
+            drops_left -= 1;
+            continue;
+        }
+        f.len = got as u32;
+        done += 1;
+    }
+    for (i, f) in table[..done].iter().enumerate() {
+        let at = GuestAddr::new(args.frames.raw() + (i * size_of::<NetFrame>()) as u64);
+        put(mem, at, f)?;
+    }
+    args.done = done as u32;
+    put(mem, arg, &args)?;
+    Ok(done as i64)
 }
 
 fn exit(mem: &GuestMemory, arg: GuestAddr) -> Action {
@@ -238,19 +412,21 @@ fn trace_args(mem: &GuestMemory, out: &mut FmtBuf<512>, call: Hypercall, arg: Gu
         Hypercall::NetWrite => get::<NetWriteArgs>(mem, arg).map(|a| {
             write!(
                 out,
-                "device={}, count={}, frames={:#x}",
+                "device={}, count={}, frames={:#x}, done={}",
                 a.device,
                 a.count,
-                a.frames.raw()
+                a.frames.raw(),
+                a.done
             )
         }),
         Hypercall::NetRead => get::<NetReadArgs>(mem, arg).map(|a| {
             write!(
                 out,
-                "device={}, count={}, frames={:#x}",
+                "device={}, count={}, frames={:#x}, done={}",
                 a.device,
                 a.count,
-                a.frames.raw()
+                a.frames.raw(),
+                a.done
             )
         }),
     };

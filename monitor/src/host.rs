@@ -1,11 +1,15 @@
-//! The real [`Host`]: console output, clocks and waiting, made with exactly the
-//! syscalls the seccomp policy allows (`write` on fds 1 and 2, `clock_gettime` with
-//! `CLOCK_MONOTONIC`/`CLOCK_REALTIME`, `ppoll` with no fds and no signal mask).
+//! The real [`Host`]: console output, clocks, waiting and tap I/O, made with exactly
+//! the syscalls the seccomp policy allows (`write` on fds 1 and 2 and the taps, `read`
+//! on the taps, `clock_gettime` with `CLOCK_MONOTONIC`/`CLOCK_REALTIME`, `ppoll` on at
+//! most the taps and no signal mask).
 //!
 //! Nothing here allocates, takes a lock or makes any other syscall: it runs after
 //! sealing, inside hypercalls and signal handlers. Both backends use it.
 
 use crate::dispatch::{Host, Stream};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use septem_abi::manifest::MAX_DEVICES;
 use septem_abi::HcError;
 use std::os::fd::RawFd;
 
@@ -14,11 +18,19 @@ pub const STDOUT_FD: RawFd = 1;
 /// Standard error's fd.
 pub const STDERR_FD: RawFd = 2;
 
-/// The process's console and clocks.
+/// The tap fd of each device slot (`-1`: not a net device).
+pub type TapTable = [RawFd; MAX_DEVICES];
+
+/// No taps at all.
+pub const NO_TAPS: TapTable = [-1; MAX_DEVICES];
+
+/// The process's console, clocks and taps.
 #[derive(Clone, Copy, Debug)]
 pub struct SysHost {
     stdout: RawFd,
     stderr: RawFd,
+    taps: TapTable,
+    frame_max: [u32; MAX_DEVICES],
 }
 
 impl Default for SysHost {
@@ -26,15 +38,35 @@ impl Default for SysHost {
         SysHost {
             stdout: STDOUT_FD,
             stderr: STDERR_FD,
+            taps: NO_TAPS,
+            frame_max: [0; MAX_DEVICES],
         }
     }
 }
 
 impl SysHost {
-    /// A host writing the console to fds 1 and 2.
+    /// A host writing the console to fds 1 and 2, with no net devices.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A host writing the console to fds 1 and 2, device `i`'s frames going through
+    /// the non-blocking tap fd `taps[i]`, whose MTU is `mtus[i]`.
+    #[must_use]
+    pub fn with_taps(taps: TapTable, mtus: [u32; MAX_DEVICES]) -> Self {
+        SysHost {
+            taps,
+            frame_max: mtus.map(|mtu| mtu.saturating_add(14 + 4)),
+            ..Self::default()
+        }
+    }
+
+    fn tap(&self, device: usize) -> Result<RawFd, HcError> {
+        match self.taps.get(device) {
+            Some(&fd) if fd >= 0 => Ok(fd),
+            _ => Err(HcError::NoDevice),
+        }
     }
 }
 
@@ -119,27 +151,95 @@ pub fn wall_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
-/// Sleeps about `ns` nanoseconds with `ppoll(NULL, 0, timeout, NULL)` (may return early
-/// on a signal).
-pub fn sleep_ns(ns: u64) {
-    let ts = libc::timespec {
+fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
         tv_sec: (ns / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// `ppoll(fds, timeout, NULL)` as the raw syscall, so exactly the arguments the policy
+/// checks reach the kernel (no signal mask). `None` waits without a timeout.
+fn ppoll(fds: &mut [libc::pollfd], timeout_ns: Option<u64>) -> libc::c_long {
+    let ts = timeout_ns.map(timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    let fds_ptr = if fds.is_empty() {
+        core::ptr::null_mut()
+    } else {
+        fds.as_mut_ptr()
     };
-    let no_fds: *mut libc::pollfd = core::ptr::null_mut();
     let no_mask: *const libc::sigset_t = core::ptr::null();
-    // SAFETY: no fds, a valid timeout, no signal mask: the raw syscall, so exactly the
-    // arguments the policy checks reach the kernel.
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfds (or NULL with 0), `ts_ptr`
+    // a valid timespec or NULL, no signal mask.
     unsafe {
         libc::syscall(
             libc::SYS_ppoll,
-            no_fds,
-            0 as libc::c_ulong,
-            &ts,
+            fds_ptr,
+            fds.len() as libc::c_ulong,
+            ts_ptr,
             no_mask,
             8usize,
         )
+    }
+}
+
+/// Sleeps about `ns` nanoseconds with `ppoll(NULL, 0, timeout, NULL)` (may return early
+/// on a signal).
+pub fn sleep_ns(ns: u64) {
+    ppoll(&mut [], Some(ns));
+}
+
+/// Waits until the monotonic clock reaches `deadline_ns` (`u64::MAX`: never) or one of
+/// the taps `taps[i]` with bit `i` of `wait_set` is readable; returns the readable
+/// subset (an error or hang-up on a tap counts as readable: the read reports it).
+pub fn wait_taps(taps: &TapTable, deadline_ns: u64, wait_set: u64) -> u64 {
+    let idle = libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
     };
+    let mut fds = [idle; MAX_DEVICES];
+    let mut slot_of = [0usize; MAX_DEVICES];
+    let mut n = 0;
+    for (i, &fd) in taps.iter().enumerate() {
+        if fd >= 0 && wait_set & (1 << i) != 0 {
+            fds[n] = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            slot_of[n] = i;
+            n += 1;
+        }
+    }
+    loop {
+        let timeout = if deadline_ns == u64::MAX {
+            None
+        } else {
+            Some(deadline_ns.saturating_sub(monotonic_ns()))
+        };
+        if timeout == Some(0) && n == 0 {
+            return 0;
+        }
+        let rc = ppoll(&mut fds[..n], timeout);
+        if rc > 0 {
+            return fds[..n]
+                .iter()
+                .zip(&slot_of)
+                .filter(|(p, _)| p.revents != 0)
+                .fold(0, |set, (_, &i)| set | 1 << i);
+        }
+        if rc == 0 && timeout == Some(0) {
+            return 0;
+        }
+        if rc < 0 && errno() != libc::EINTR {
+            // EFAULT/EINVAL/ENOMEM: nothing the guest can act on; let it retry.
+            return 0;
+        }
+        // A timeout (re-checked against the clock) or EINTR: go round again.
+    }
 }
 
 impl Host for SysHost {
@@ -165,15 +265,113 @@ impl Host for SysHost {
         wall_ns()
     }
 
-    fn wait_until(&mut self, deadline_ns: u64, _wait_set: u64) -> u64 {
-        // No devices exist yet, so nothing can become ready: sleep to the deadline.
+    fn wait_until(&mut self, deadline_ns: u64, wait_set: u64) -> u64 {
+        wait_taps(&self.taps, deadline_ns, wait_set)
+    }
+
+    fn net_write(&mut self, device: usize, frame: &[u8]) -> Result<bool, HcError> {
+        let fd = self.tap(device)?;
         loop {
-            let now = monotonic_ns();
-            if now >= deadline_ns {
-                return 0;
+            // SAFETY: `frame` is a valid buffer of `frame.len()` bytes.
+            let n = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+            if n >= 0 {
+                // A tap takes a frame whole or not at all.
+                return Ok(true);
             }
-            sleep_ns(deadline_ns - now);
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => return Ok(false),
+                // The tap's link is down: the frame is lost, as on a NIC without link.
+                libc::EIO => return Ok(true),
+                _ => return Err(HcError::Io),
+            }
         }
+    }
+
+    fn net_read(&mut self, device: usize, buf: &mut [u8]) -> Result<Option<usize>, HcError> {
+        let fd = self.tap(device)?;
+        // A tap truncates a frame that does not fit silently, returning the length it
+        // copied: a buffer shorter than the longest possible frame goes through the
+        // scratch buffer, so an oversized frame is seen (and dropped) whole.
+        if buf.len() >= self.frame_max[device] as usize {
+            return tap_read(fd, buf);
+        }
+        let Some(mut scratch) = Scratch::take() else {
+            // Only possible with several threads (unit tests): read directly.
+            return tap_read(fd, buf);
+        };
+        let got = tap_read(fd, scratch.bytes());
+        if let Ok(Some(n)) = got {
+            if n <= buf.len() {
+                buf[..n].copy_from_slice(&scratch.bytes()[..n]);
+            }
+        }
+        got
+    }
+}
+
+/// One `read(2)` from a non-blocking tap: `Some(len)`, `None` when nothing waits.
+fn tap_read(fd: RawFd, buf: &mut [u8]) -> Result<Option<usize>, HcError> {
+    loop {
+        // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            return Ok(Some(n as usize));
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        match errno() {
+            libc::EINTR => {}
+            // EIO: the link is down, so nothing can arrive.
+            libc::EAGAIN | libc::EIO => return Ok(None),
+            _ => return Err(HcError::Io),
+        }
+    }
+}
+
+/// The longest frame a tap may deliver: its largest MTU, an Ethernet header and a VLAN
+/// tag.
+pub const TAP_FRAME_MAX: usize = 9000 + 14 + 4;
+
+/// A static bounce buffer for short guest receive buffers (no allocation after
+/// sealing), taken with an atomic flag: no syscall, no lock that may block.
+struct Scratch(&'static mut [u8; TAP_FRAME_MAX + 1]);
+
+struct ScratchCell {
+    busy: AtomicBool,
+    bytes: UnsafeCell<[u8; TAP_FRAME_MAX + 1]>,
+}
+
+// SAFETY: `bytes` is only reached through a `Scratch`, of which at most one exists at a
+// time: `take` hands one out only after flipping `busy` from false to true (acquire),
+// and its `Drop` flips it back (release).
+unsafe impl Sync for ScratchCell {}
+
+static SCRATCH: ScratchCell = ScratchCell {
+    busy: AtomicBool::new(false),
+    bytes: UnsafeCell::new([0; TAP_FRAME_MAX + 1]),
+};
+
+impl Scratch {
+    fn take() -> Option<Scratch> {
+        SCRATCH
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // SAFETY: we own the flag, so no other `Scratch` (the only way to the bytes)
+        // exists until ours is dropped.
+        Some(Scratch(unsafe { &mut *SCRATCH.bytes.get() }))
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.0[..]
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.busy.store(false, Ordering::Release);
     }
 }
 
@@ -206,6 +404,8 @@ mod tests {
         let mut h = SysHost {
             stdout: fds[1],
             stderr: fds[1],
+            taps: NO_TAPS,
+            frame_max: [0; MAX_DEVICES],
         };
         assert_eq!(h.console_write(Stream::Stdout, b"x"), Err(HcError::Io));
         let err = write_all(fds[1], b"x").unwrap_err();
@@ -223,6 +423,8 @@ mod tests {
         let mut h = SysHost {
             stdout: fds[1],
             stderr: fds[1],
+            taps: NO_TAPS,
+            frame_max: [0; MAX_DEVICES],
         };
         assert_eq!(h.console_write(Stream::Stdout, b"hello"), Ok(5));
         let mut buf = [0u8; 8];

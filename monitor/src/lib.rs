@@ -16,6 +16,7 @@ pub mod host;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod net;
 pub mod prepare;
 pub mod seccomp;
 pub mod select;

@@ -225,6 +225,24 @@ impl GuestMemory {
         Ok(unsafe { std::slice::from_raw_parts(self.host.add(offset), len as usize) })
     }
 
+    /// Borrows guest bytes for writing in place (e.g. a `read(2)` straight into a guest
+    /// buffer), after checking every byte lies in regions allowing [`Access::Write`].
+    /// Read-only and executable-only regions are refused like unmapped ones.
+    ///
+    /// # Safety
+    /// No other reference into `[addr, addr + len)` obtained from this `GuestMemory`
+    /// (`read_bytes`, another `slice_mut`) may be alive while the returned slice is.
+    /// The guest itself does not run meanwhile: under both backends it is stopped in
+    /// the hypercall that the monitor is serving.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, addr: GuestAddr, len: u64) -> Result<&mut [u8], MemError> {
+        let offset = self.check(addr, len, Access::Write)?;
+        // SAFETY: `check` proved `[offset, offset + len)` lies inside a writable region,
+        // which `add_region` proved lies inside the host mapping `new`'s contract keeps
+        // mapped and writable by the monitor; the caller guarantees the slice is unique.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.host.add(offset), len as usize) })
+    }
+
     /// Copies bytes into guest memory.
     pub fn write_bytes(&self, addr: GuestAddr, data: &[u8]) -> Result<(), MemError> {
         let offset = self.check(addr, data.len() as u64, Access::Write)?;
@@ -365,6 +383,30 @@ mod tests {
             ..r
         };
         assert!(m.add_region(r).is_err(), "outside backing memory");
+    }
+
+    #[test]
+    fn slice_mut_needs_write_access() {
+        let mut buf = vec![0u8; 0x3000];
+        let m = mem(&mut buf);
+        // SAFETY: no other borrow of guest memory is alive in this test.
+        let s = unsafe { m.slice_mut(GuestAddr::new(0x2ff0), 0x20) }.unwrap();
+        s.fill(7);
+        assert_eq!(
+            m.read_bytes(GuestAddr::new(0x3000), 0x10).unwrap(),
+            &[7; 16]
+        );
+        for (addr, len) in [
+            (0x1000, 1),
+            (0x1ff8, 16),
+            (0x3ff8, 16),
+            (0, 0),
+            (u64::MAX, 2),
+        ] {
+            // SAFETY: as above.
+            let refused = unsafe { m.slice_mut(GuestAddr::new(addr), len) }.is_err();
+            assert!(refused, "{addr:#x}+{len}");
+        }
     }
 
     proptest::proptest! {

@@ -1,15 +1,18 @@
 //! From run options to a [`GuestSpec`]: read and validate the image, match its declared
-//! devices against the device options, choose the memory size and lay it out. All
-//! backend-independent; failures are [`RunError`]s with their exit status.
+//! devices against the device options, choose the memory size and lay it out, attach
+//! the devices (taps). All backend-independent, before any fork: a failure is a
+//! [`RunError`] with its exit status, reported the same way on both backends.
 
 use crate::backend::GuestSpec;
 use crate::boot::boot_area_size;
 use crate::cli::{DeviceOpt, RunOptions};
 use crate::dispatch::DispatchConfig;
 use crate::layout::{self, Layout};
+use crate::net::{self, AttachedDevice, Devices};
 use crate::RunError;
-use septem_abi::{DeviceKind, Manifest};
+use septem_abi::{DeviceKind, Manifest, NetConfig, NET_HAS_ADDRESS, NET_HAS_DNS, NET_HAS_GATEWAY};
 use septem_image::Image;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Reads and validates the image at `path` (structure, finalized, our ABI version).
@@ -32,10 +35,14 @@ pub fn load_image(path: &Path) -> Result<(Vec<u8>, Image), RunError> {
     Ok((bytes, image))
 }
 
-/// Checks the device options against the devices the manifest declares. The image must
-/// get exactly its declared devices; this monitor does not support any device kind yet,
-/// so an image declaring one is refused.
-pub fn check_devices(manifest: &Manifest, given: &[DeviceOpt]) -> Result<(), RunError> {
+/// Matches the device options against the devices the manifest declares: every option
+/// must name a declared device of the same kind, and every declared device must be
+/// given. Returns each declared device's option, in manifest order. Block devices are
+/// not supported yet, so an image declaring one is refused.
+pub fn match_devices<'a>(
+    manifest: &Manifest,
+    given: &'a [DeviceOpt],
+) -> Result<Vec<&'a DeviceOpt>, RunError> {
     let declared: Vec<(&str, Option<DeviceKind>)> = manifest
         .devices()
         .iter()
@@ -76,13 +83,83 @@ pub fn check_devices(manifest: &Manifest, given: &[DeviceOpt]) -> Result<(), Run
             Some(_) => {}
         }
     }
-    if let Some((name, kind)) = declared.first() {
-        let kind = kind.map_or("unknown", DeviceKind::name);
-        return Err(RunError::Config(format!(
-            "image declares {kind} device '{name}'; this septem-run does not support {kind} devices yet"
-        )));
+    let mut matched = Vec::with_capacity(declared.len());
+    for (name, kind) in &declared {
+        match kind {
+            Some(DeviceKind::Net) => {}
+            Some(kind) => {
+                let kind = kind.name();
+                return Err(RunError::Config(format!(
+                    "image declares {kind} device '{name}'; this septem-run does not support {kind} devices yet"
+                )));
+            }
+            None => {
+                return Err(RunError::Config(format!(
+                    "image declares device '{name}' of a kind this septem-run does not know"
+                )))
+            }
+        }
+        let Some(opt) = given.iter().find(|o| o.name == *name) else {
+            return Err(RunError::Config(format!(
+                "image declares net device '{name}' but no --net:{name}=TAP is given; add --net:{name}=TAP naming an existing tap interface (see docs/networking.md)"
+            )));
+        };
+        matched.push(opt);
     }
-    Ok(())
+    Ok(matched)
+}
+
+/// Attaches the matched devices (see [`match_devices`]): opens each net device's tap
+/// and builds its configuration (MAC given or random, MTU from the tap, address,
+/// gateway, `dns`).
+pub fn attach_devices(matched: &[&DeviceOpt], dns: Option<Ipv4Addr>) -> Result<Devices, RunError> {
+    let mut devices = Devices::default();
+    for opt in matched {
+        let tap = net::attach_tap(&opt.target)?;
+        if !tap.up {
+            tracing::warn!(
+                "tap '{0}' is down: the guest's frames are dropped until `ip link set {0} up`",
+                opt.target
+            );
+        }
+        let mac = match opt.net.mac {
+            Some(mac) => mac,
+            None => net::random_mac().map_err(|source| RunError::HostSetup {
+                what: "cannot draw a random MAC address (getrandom)".into(),
+                source,
+            })?,
+        };
+        let mut config = NetConfig {
+            mac,
+            mtu: tap.mtu,
+            ..NetConfig::default()
+        };
+        if let Some((ip, prefix)) = opt.net.ipv4 {
+            config.ipv4 = ip.octets();
+            config.prefix_len = prefix;
+            config.flags |= NET_HAS_ADDRESS;
+        }
+        if let Some(gw) = opt.net.gateway {
+            config.gateway = gw.octets();
+            config.flags |= NET_HAS_GATEWAY;
+        }
+        if let Some(dns) = dns {
+            config.dns = dns.octets();
+            config.flags |= NET_HAS_DNS;
+        }
+        tracing::debug!(
+            device = %opt.name,
+            tap = %opt.target,
+            mac = %net::format_mac(&mac),
+            mtu = tap.mtu,
+            "net device attached"
+        );
+        devices.list.push(AttachedDevice {
+            boot: net::net_boot_device(&opt.name, config),
+            tap: Some(tap.fd),
+        });
+    }
+    Ok(devices)
 }
 
 /// The guest memory size: `--mem`, else the manifest's default, else [`layout::DEFAULT_MEM`].
@@ -111,13 +188,19 @@ pub fn prepare(opts: &RunOptions) -> Result<GuestSpec, RunError> {
 /// [`prepare`] with an explicit host memory limit (for tests).
 pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<GuestSpec, RunError> {
     let (image_bytes, image) = load_image(&opts.image)?;
-    check_devices(&image.manifest, &opts.devices)?;
+    let matched = match_devices(&image.manifest, &opts.devices)?;
     let args: Vec<String> = std::iter::once(argv0(&opts.image))
         .chain(opts.args.iter().cloned())
         .collect();
     let env = opts.env.clone();
     let mem = memory_size(opts.mem, &image.manifest);
-    let layout = Layout::compute(&image, mem, boot_area_size(&args, &env), host_limit)?;
+    let layout = Layout::compute(
+        &image,
+        mem,
+        boot_area_size(&args, &env, matched.len()),
+        host_limit,
+    )?;
+    let devices = attach_devices(&matched, opts.dns)?;
     tracing::debug!(
         image = %opts.image.display(),
         mem,
@@ -132,7 +215,11 @@ pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<Gue
         layout,
         args,
         env,
-        dispatch: DispatchConfig { trace: opts.trace },
+        dispatch: DispatchConfig {
+            trace: opts.trace,
+            net_devices: devices.net_mask(),
+        },
+        devices,
     })
 }
 
@@ -220,14 +307,20 @@ mod tests {
             image: image.to_path_buf(),
             args: vec!["x".into()],
             devices: Vec::new(),
+            dns: None,
         }
     }
 
     fn net(name: &str) -> DeviceOpt {
+        net_on(name, "tap0")
+    }
+
+    fn net_on(name: &str, tap: &str) -> DeviceOpt {
         DeviceOpt {
             kind: DeviceKind::Net,
             name: name.into(),
-            target: "tap0".into(),
+            target: tap.into(),
+            net: crate::cli::NetParams::default(),
         }
     }
 
@@ -280,25 +373,20 @@ mod tests {
     }
 
     #[test]
-    fn declared_devices_are_refused_for_now() {
+    fn declared_devices_must_be_given() {
         let img = temp_image("dev", &manifest(&[(DeviceKind::Net, "service")], 0));
-        for given in [vec![], vec![net("service")]] {
-            let o = RunOptions {
-                devices: given,
-                ..opts(&img.0)
-            };
-            let e = prepare_with_host_limit(&o, u64::MAX).unwrap_err();
-            assert_eq!(e.exit_status(), exit_status::BAD_CONFIG);
-            assert_eq!(
-                e.to_string(),
-                "image declares net device 'service'; this septem-run does not support net devices yet"
-            );
-        }
+        let e = prepare_with_host_limit(&opts(&img.0), u64::MAX).unwrap_err();
+        assert_eq!(e.exit_status(), exit_status::BAD_CONFIG);
+        assert_eq!(
+            e.to_string(),
+            "image declares net device 'service' but no --net:service=TAP is given; add --net:service=TAP naming an existing tap interface (see docs/networking.md)"
+        );
         let o = RunOptions {
             devices: vec![DeviceOpt {
                 kind: DeviceKind::Block,
                 name: "service".into(),
                 target: "disk.img".into(),
+                net: crate::cli::NetParams::default(),
             }],
             ..opts(&img.0)
         };
@@ -306,6 +394,33 @@ mod tests {
         assert!(
             e.to_string().contains("declares 'service' as a net device"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_tap_is_refused_by_name() {
+        let img = temp_image("notap", &manifest(&[(DeviceKind::Net, "service")], 0));
+        let o = RunOptions {
+            devices: vec![net_on("service", "septem-nx1")],
+            ..opts(&img.0)
+        };
+        let e = prepare_with_host_limit(&o, u64::MAX).unwrap_err();
+        assert_eq!(e.exit_status(), exit_status::BAD_CONFIG);
+        assert!(
+            e.to_string()
+                .starts_with("tap 'septem-nx1' does not exist; create it with: ip tuntap add"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn block_devices_are_refused_for_now() {
+        let img = temp_image("blk", &manifest(&[(DeviceKind::Block, "disk")], 0));
+        let e = prepare_with_host_limit(&opts(&img.0), u64::MAX).unwrap_err();
+        assert_eq!(e.exit_status(), exit_status::BAD_CONFIG);
+        assert_eq!(
+            e.to_string(),
+            "image declares block device 'disk'; this septem-run does not support block devices yet"
         );
     }
 

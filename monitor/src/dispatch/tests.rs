@@ -1,5 +1,6 @@
 use super::*;
 use crate::memory::{Region, RegionKind};
+use std::collections::VecDeque;
 
 #[derive(Default)]
 struct FakeHost {
@@ -7,6 +8,18 @@ struct FakeHost {
     stderr: Vec<u8>,
     now: u64,
     waited_until: Option<u64>,
+    /// The wait set of the last `wait_until`.
+    waited_for: Option<u64>,
+    /// What `wait_until` reports ready.
+    ready: u64,
+    /// Frames sent, with their device.
+    tx: Vec<(usize, Vec<u8>)>,
+    /// Frames the host accepts before "would block" (None: unlimited).
+    tx_room: Option<usize>,
+    /// Frames waiting to be received.
+    rx: VecDeque<Vec<u8>>,
+    /// Fail every net call with this error.
+    net_error: Option<HcError>,
 }
 
 impl Host for FakeHost {
@@ -23,12 +36,42 @@ impl Host for FakeHost {
     fn wall_ns(&mut self) -> u64 {
         1_700_000_000_000_000_000
     }
-    fn wait_until(&mut self, deadline_ns: u64, _wait_set: u64) -> u64 {
+    fn wait_until(&mut self, deadline_ns: u64, wait_set: u64) -> u64 {
         self.waited_until = Some(deadline_ns);
-        self.now = deadline_ns;
-        0
+        self.waited_for = Some(wait_set);
+        if self.ready == 0 {
+            self.now = self.now.max(deadline_ns);
+        }
+        self.ready
+    }
+    fn net_write(&mut self, device: usize, frame: &[u8]) -> Result<bool, HcError> {
+        if let Some(e) = self.net_error {
+            return Err(e);
+        }
+        if self.tx_room == Some(self.tx.len()) {
+            return Ok(false);
+        }
+        self.tx.push((device, frame.to_vec()));
+        Ok(true)
+    }
+    fn net_read(&mut self, _device: usize, buf: &mut [u8]) -> Result<Option<usize>, HcError> {
+        if let Some(e) = self.net_error {
+            return Err(e);
+        }
+        let Some(frame) = self.rx.pop_front() else {
+            return Ok(None);
+        };
+        let n = frame.len().min(buf.len());
+        buf[..n].copy_from_slice(&frame[..n]);
+        Ok(Some(frame.len()))
     }
 }
+
+/// Device 1 is a net device (device 0 is something else).
+const NET_CFG: DispatchConfig = DispatchConfig {
+    trace: false,
+    net_devices: 0b10,
+};
 
 const BASE: u64 = 0x10_0000;
 const RO: u64 = BASE;
@@ -301,7 +344,10 @@ fn trace_names_the_call_and_result() {
     let mut buf = vec![0u8; 0x3000];
     let m = guest(&mut buf);
     let mut host = FakeHost::default();
-    let cfg = DispatchConfig { trace: true };
+    let cfg = DispatchConfig {
+        trace: true,
+        ..DispatchConfig::default()
+    };
     m.write_obj(GuestAddr::new(RW), &ClockMonotonicArgs::default())
         .unwrap();
     dispatch(
@@ -316,6 +362,447 @@ fn trace_names_the_call_and_result() {
     assert!(text.contains("clock_monotonic(nanos=0) = 0"), "{text}");
     assert!(
         text.contains("unknown#0x63") && text.contains("unsupported hypercall"),
+        "{text}"
+    );
+}
+
+fn call_cfg<T: Pod>(
+    m: &GuestMemory,
+    host: &mut FakeHost,
+    cfg: DispatchConfig,
+    nr: Hypercall,
+    args: &T,
+) -> (Action, T) {
+    m.write_obj(GuestAddr::new(RW), args).unwrap();
+    let action = dispatch(m, host, cfg, nr as u64, GuestAddr::new(RW));
+    (action, m.read_obj(GuestAddr::new(RW)).unwrap())
+}
+
+/// Frame table at RW + 0x100; frames (or buffers) of 64 bytes from RW + 0x800.
+const TABLE: u64 = RW + 0x100;
+const DATA: u64 = RW + 0x800;
+
+fn frame(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 16 + j) as u8).collect()
+}
+
+fn put_table(m: &GuestMemory, frames: &[NetFrame]) {
+    for (i, f) in frames.iter().enumerate() {
+        m.write_obj(GuestAddr::new(TABLE + 16 * i as u64), f)
+            .unwrap();
+    }
+}
+
+fn table_entry(m: &GuestMemory, i: u64) -> NetFrame {
+    m.read_obj(GuestAddr::new(TABLE + 16 * i)).unwrap()
+}
+
+/// `n` frames of 60 bytes each, written into guest memory, in the table.
+fn outgoing(m: &GuestMemory, n: usize) -> Vec<Vec<u8>> {
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(i, 60)).collect();
+    let table: Vec<NetFrame> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = DATA + 64 * i as u64;
+            m.write_bytes(GuestAddr::new(at), f).unwrap();
+            NetFrame {
+                data: GuestAddr::new(at),
+                len: f.len() as u32,
+                _pad: 0,
+            }
+        })
+        .collect();
+    put_table(m, &table);
+    frames
+}
+
+fn write_args(count: u32) -> NetWriteArgs {
+    NetWriteArgs {
+        device: 1,
+        count,
+        frames: GuestAddr::new(TABLE),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn net_write_sends_a_batch_in_order() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost::default();
+    let frames = outgoing(&m, 3);
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &write_args(3));
+    assert_eq!(a, Action::Resume(3));
+    assert_eq!(out.done, 3);
+    let sent: Vec<(usize, Vec<u8>)> = frames.into_iter().map(|f| (1, f)).collect();
+    assert_eq!(host.tx, sent);
+}
+
+#[test]
+fn net_write_stops_when_the_host_would_block() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost {
+        tx_room: Some(2),
+        ..Default::default()
+    };
+    outgoing(&m, 5);
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &write_args(5));
+    assert_eq!((a, out.done), (Action::Resume(2), 2));
+    host.tx_room = Some(2);
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &write_args(1));
+    assert_eq!((a, out.done), (Action::Resume(0), 0));
+    // A host error with nothing sent is the call's result.
+    host.tx_room = None;
+    host.net_error = Some(HcError::Io);
+    let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &write_args(1));
+    assert_eq!(a, Action::Resume(HcError::Io.code()));
+}
+
+#[test]
+fn net_write_refuses_bad_requests_and_sends_nothing() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost::default();
+    outgoing(&m, 4);
+    let ok = write_args(4);
+    let cases: Vec<(NetWriteArgs, HcError)> = vec![
+        (NetWriteArgs { device: 0, ..ok }, HcError::NoDevice),
+        (NetWriteArgs { device: 2, ..ok }, HcError::NoDevice),
+        (NetWriteArgs { device: 64, ..ok }, HcError::NoDevice),
+        (
+            NetWriteArgs {
+                device: u32::MAX,
+                ..ok
+            },
+            HcError::NoDevice,
+        ),
+        (NetWriteArgs { count: 0, ..ok }, HcError::Invalid),
+        (NetWriteArgs { count: 65, ..ok }, HcError::Invalid),
+        (
+            NetWriteArgs {
+                count: u32::MAX,
+                ..ok
+            },
+            HcError::Invalid,
+        ),
+        (NetWriteArgs { _pad: 1, ..ok }, HcError::Invalid),
+        (
+            NetWriteArgs {
+                frames: GuestAddr::new(0xdead_0000_0000),
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetWriteArgs {
+                frames: GuestAddr::new(u64::MAX - 8),
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+        (
+            // The table runs off the end of guest memory.
+            NetWriteArgs {
+                frames: GuestAddr::new(BASE + 0x3000 - 32),
+                count: 3,
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetWriteArgs {
+                frames: GuestAddr::NULL,
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+    ];
+    for (args, want) in cases {
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &args);
+        assert_eq!(a, Action::Resume(want.code()), "{args:?}");
+    }
+    // Bad entries anywhere in the table: nothing at all is sent.
+    let good = table_entry(&m, 0);
+    for (bad, want) in [
+        (NetFrame { len: 13, ..good }, HcError::Invalid),
+        (NetFrame { len: 9015, ..good }, HcError::Invalid),
+        (
+            NetFrame {
+                len: u32::MAX,
+                ..good
+            },
+            HcError::Invalid,
+        ),
+        (NetFrame { _pad: 1, ..good }, HcError::Invalid),
+        (
+            NetFrame {
+                data: GuestAddr::new(0xdead_0000_0000),
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetFrame {
+                data: GuestAddr::new(u64::MAX - 20),
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetFrame {
+                data: GuestAddr::new(BASE + 0x3000 - 20),
+                len: 40,
+                _pad: 0,
+            },
+            HcError::BadAddress,
+        ),
+    ] {
+        outgoing(&m, 4);
+        put_table(&m, &[good, good, good]);
+        m.write_obj(GuestAddr::new(TABLE + 48), &bad).unwrap();
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &ok);
+        assert_eq!(a, Action::Resume(want.code()), "{bad:?}");
+    }
+    assert!(host.tx.is_empty(), "{} frames sent", host.tx.len());
+    // Frames may be read from read-only memory (e.g. constant data in the image).
+    let ro = NetFrame {
+        data: GuestAddr::new(RO),
+        len: 64,
+        _pad: 0,
+    };
+    put_table(&m, &[ro]);
+    let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetWrite, &write_args(1));
+    assert_eq!(a, Action::Resume(1));
+}
+
+fn read_args(count: u32) -> NetReadArgs {
+    NetReadArgs {
+        device: 1,
+        count,
+        frames: GuestAddr::new(TABLE),
+        ..Default::default()
+    }
+}
+
+/// `n` receive buffers of `cap` bytes, at least 64 bytes apart.
+fn buffers(m: &GuestMemory, n: usize, cap: u32) {
+    let stride = u64::from(cap.max(64));
+    let table: Vec<NetFrame> = (0..n)
+        .map(|i| NetFrame {
+            data: GuestAddr::new(DATA + stride * i as u64),
+            len: cap,
+            _pad: 0,
+        })
+        .collect();
+    put_table(m, &table);
+}
+
+#[test]
+fn net_read_fills_buffers_and_reports_lengths() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost::default();
+    buffers(&m, 4, 64);
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &read_args(4));
+    assert_eq!((a, out.done), (Action::Resume(0), 0), "nothing waiting");
+    host.rx = [frame(0, 60), frame(1, 14), frame(2, 64)].into();
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &read_args(4));
+    assert_eq!((a, out.done), (Action::Resume(3), 3));
+    for (i, len) in [(0u64, 60usize), (1, 14), (2, 64)] {
+        let e = table_entry(&m, i);
+        assert_eq!(e.len as usize, len);
+        assert_eq!(
+            m.read_bytes(e.data, len as u64).unwrap(),
+            &frame(i as usize, len)[..]
+        );
+    }
+    assert_eq!(
+        table_entry(&m, 3).len,
+        64,
+        "unused entries stay as they were"
+    );
+    // More waiting than buffers: the rest stays queued.
+    host.rx = [frame(0, 20), frame(1, 20), frame(2, 20)].into();
+    buffers(&m, 2, 64);
+    let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &read_args(2));
+    assert_eq!(a, Action::Resume(2));
+    assert_eq!(host.rx.len(), 1);
+}
+
+#[test]
+fn net_read_drops_frames_longer_than_the_buffer() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost {
+        rx: [frame(0, 100), frame(1, 30), frame(2, 200)].into(),
+        ..Default::default()
+    };
+    buffers(&m, 2, 64);
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &read_args(2));
+    assert_eq!((a, out.done), (Action::Resume(1), 1));
+    let e = table_entry(&m, 0);
+    assert_eq!(e.len, 30);
+    assert_eq!(m.read_bytes(e.data, 30).unwrap(), &frame(1, 30)[..]);
+    assert!(host.rx.is_empty());
+    // A queue of nothing but oversized frames cannot keep the call busy forever.
+    host.rx = (0..1000).map(|i| frame(i, 100)).collect();
+    let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &read_args(1));
+    assert_eq!(a, Action::Resume(0));
+    assert!(host.rx.len() >= 1000 - 2 * NET_BATCH_MAX as usize);
+}
+
+#[test]
+fn net_read_refuses_bad_requests_and_consumes_nothing() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost {
+        rx: [frame(0, 20)].into(),
+        ..Default::default()
+    };
+    buffers(&m, 4, 64);
+    let ok = read_args(4);
+    let cases: Vec<(NetReadArgs, HcError)> = vec![
+        (NetReadArgs { device: 0, ..ok }, HcError::NoDevice),
+        (NetReadArgs { device: 63, ..ok }, HcError::NoDevice),
+        (NetReadArgs { device: 1000, ..ok }, HcError::NoDevice),
+        (NetReadArgs { count: 0, ..ok }, HcError::Invalid),
+        (NetReadArgs { count: 65, ..ok }, HcError::Invalid),
+        (
+            NetReadArgs {
+                count: 1 << 31,
+                ..ok
+            },
+            HcError::Invalid,
+        ),
+        (NetReadArgs { _pad: 7, ..ok }, HcError::Invalid),
+        (
+            NetReadArgs {
+                frames: GuestAddr::new(0xdead_0000_0000),
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+        (
+            // The table is readable but not writable: lengths cannot be returned.
+            NetReadArgs {
+                frames: GuestAddr::new(RO + 0x100),
+                ..ok
+            },
+            HcError::BadAddress,
+        ),
+    ];
+    for (args, want) in cases {
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &args);
+        assert_eq!(a, Action::Resume(want.code()), "{args:?}");
+    }
+    let good = table_entry(&m, 0);
+    for (bad, want) in [
+        // Receiving into read-only memory (the image's code) is refused.
+        (
+            NetFrame {
+                data: GuestAddr::new(RO),
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetFrame {
+                data: GuestAddr::new(0xdead_0000_0000),
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetFrame {
+                len: u32::MAX,
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (
+            NetFrame {
+                data: GuestAddr::new(u64::MAX - 8),
+                ..good
+            },
+            HcError::BadAddress,
+        ),
+        (NetFrame { _pad: 1, ..good }, HcError::Invalid),
+    ] {
+        buffers(&m, 4, 64);
+        m.write_obj(GuestAddr::new(TABLE + 32), &bad).unwrap();
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::NetRead, &ok);
+        assert_eq!(a, Action::Resume(want.code()), "{bad:?}");
+    }
+    assert_eq!(host.rx.len(), 1, "a refused call must not consume frames");
+    assert_eq!(&buf[0x1800..0x1800 + 20], &[0u8; 20], "nothing written");
+}
+
+#[test]
+fn yield_waits_on_net_devices_only() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost {
+        now: 100,
+        ready: 0b10,
+        ..Default::default()
+    };
+    let y = |deadline, wait_set| YieldArgs {
+        deadline,
+        wait_set,
+        ready_set: 0,
+    };
+    let (a, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(u64::MAX, 0b10));
+    assert_eq!(a, Action::Resume(0));
+    assert_eq!(out.ready_set, 0b10);
+    assert_eq!(
+        (host.waited_until, host.waited_for),
+        (Some(u64::MAX), Some(0b10))
+    );
+    // A passed deadline still reports which devices are ready.
+    let (_, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(5, 0b10));
+    assert_eq!(out.ready_set, 0b10);
+    // Not waiting on a device: the ready set stays empty whatever the host says.
+    let (_, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(500, 0));
+    assert_eq!(out.ready_set, 0);
+    assert_eq!(host.waited_for, Some(0));
+    for wait_set in [0b01, 0b11, 0b100, 1 << 63, u64::MAX] {
+        host.waited_for = None;
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(500, wait_set));
+        assert_eq!(a, Action::Resume(HcError::NoDevice.code()), "{wait_set:#x}");
+        assert_eq!(host.waited_for, None, "{wait_set:#x} must not wait");
+    }
+}
+
+#[test]
+fn net_calls_without_net_devices_are_no_device() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost::default();
+    outgoing(&m, 1);
+    let (a, _) = call(&m, &mut host, Hypercall::NetWrite, &write_args(1));
+    assert_eq!(a, Action::Resume(HcError::NoDevice.code()));
+    let (a, _) = call(&m, &mut host, Hypercall::NetRead, &read_args(1));
+    assert_eq!(a, Action::Resume(HcError::NoDevice.code()));
+}
+
+#[test]
+fn trace_shows_net_calls() {
+    let mut buf = vec![0u8; 0x3000];
+    let m = guest(&mut buf);
+    let mut host = FakeHost::default();
+    outgoing(&m, 2);
+    let cfg = DispatchConfig {
+        trace: true,
+        ..NET_CFG
+    };
+    call_cfg(&m, &mut host, cfg, Hypercall::NetWrite, &write_args(2));
+    let text = String::from_utf8(host.stderr).unwrap();
+    assert!(
+        text.contains(&format!(
+            "net_write(device=1, count=2, frames={TABLE:#x}, done=2) = 2"
+        )),
         "{text}"
     );
 }

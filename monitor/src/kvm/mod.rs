@@ -185,18 +185,22 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         exit_group(exit_status::HOST_SETUP)
     };
     let clocks = (crate::host::monotonic_ns(), crate::host::wall_ns());
+    // The tap fds were opened before the fork (so attach errors reach the user from
+    // the parent, as on the seccomp backend); this process inherited them.
     let mut p = match vm::prepare(
         &guest.image,
         &guest.image_bytes,
         &guest.layout,
         &guest.args,
         &guest.env,
+        &guest.devices.boot_table(),
         clocks,
     ) {
         Ok(p) => p,
         Err(e) => fail(e),
     };
     let fds = SealFds {
+        tap: guest.devices.tap_fds(),
         vcpu: Some(p.machine.vcpu.as_raw_fd()),
         control: Some(control),
         ..SealFds::console_only()
@@ -219,7 +223,7 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         layout: &guest.layout,
         mem: &p.mem,
     };
-    let mut host = SysHost::new();
+    let mut host: SysHost = guest.devices.sys_host();
     if let Err(e) = seccomp::seal(&prog) {
         fail(vm::SetupError {
             what: "cannot seal the monitor with seccomp".into(),

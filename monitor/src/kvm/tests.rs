@@ -133,8 +133,8 @@ fn run(code: &Code) -> (u8, String, String) {
 fn run_with(code: &Code, tweak: impl FnOnce(&mut vm::Machine)) -> (u8, String, String) {
     let (bytes, img) = image(&code.0);
     let args = vec!["test".to_string()];
-    let layout = Layout::compute(&img, 16 << 20, boot_area_size(&args, &[]), u64::MAX).unwrap();
-    let mut p = vm::prepare(&img, &bytes, &layout, &args, &[], (1, 2)).expect("VM set-up");
+    let layout = Layout::compute(&img, 16 << 20, boot_area_size(&args, &[], 0), u64::MAX).unwrap();
+    let mut p = vm::prepare(&img, &bytes, &layout, &args, &[], &[], (1, 2)).expect("VM set-up");
     tweak(&mut p.machine);
     let mut host = Recorder::default();
     let ctx = Context {

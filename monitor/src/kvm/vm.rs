@@ -394,6 +394,7 @@ pub fn prepare(
     layout: &Layout,
     args: &[String],
     env: &[String],
+    devices: &[septem_abi::BootDevice],
     clocks: (u64, u64),
 ) -> Result<Prepared, SetupError> {
     let kvm = open_kvm()?;
@@ -406,6 +407,7 @@ pub fn prepare(
     let params = BootParams {
         args,
         env,
+        devices,
         hypercall: lowmem::TRAMPOLINE,
         backend: septem_abi::boot::backend::KVM,
         monotonic_ns: clocks.0,

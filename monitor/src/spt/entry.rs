@@ -44,7 +44,7 @@ pub extern "sysv64" fn septem_spt_hypercall(nr: u64, arg: *mut u8) -> i64 {
     let Some(state) = STATE.get() else {
         return HcError::Unsupported.code();
     };
-    let mut host = SysHost::new();
+    let mut host: SysHost = state.host;
     match dispatch(
         &state.mem,
         &mut host,

@@ -33,6 +33,8 @@ pub(crate) struct SptState {
     pub(crate) image: &'static Image,
     pub(crate) layout: Layout,
     pub(crate) config: DispatchConfig,
+    /// Console, clocks and the taps (copied for each hypercall).
+    pub(crate) host: host::SysHost,
 }
 
 // SAFETY: `SptState` holds a raw pointer to guest memory (in `GuestMemory`). The
@@ -78,12 +80,15 @@ impl Backend for SptBackend {
             args,
             env,
             dispatch,
+            devices,
         } = guest;
+        let boot_devices = devices.boot_table();
         // Type-checked against the ABI's entry signature.
         let hypercall: HypercallFn = entry::septem_spt_hypercall_entry;
         let boot = BootParams {
             args: &args,
             env: &env,
+            devices: &boot_devices,
             hypercall: hypercall as usize as u64,
             backend: septem_abi::boot::backend::SECCOMP,
             monotonic_ns: host::monotonic_ns(),
@@ -91,9 +96,17 @@ impl Backend for SptBackend {
         };
         let loaded = loader::load(&image_bytes, &image, &layout, &boot)?;
         // Everything that allocates or frees happens before sealing.
-        drop((image_bytes, args, env));
-        let program = seccomp::compile(BackendKind::Seccomp, &SealFds::console_only())
+        drop((image_bytes, args, env, boot_devices));
+        let fds = SealFds {
+            tap: devices.tap_fds(),
+            ..SealFds::console_only()
+        };
+        let program = seccomp::compile(BackendKind::Seccomp, &fds)
             .map_err(|e| setup("cannot build the seccomp filter")(io::Error::other(e)))?;
+        let sys_host = devices.sys_host();
+        // The tap fds must stay open for the guest's life: the process ends with
+        // exit_group, so they are simply never closed.
+        std::mem::forget(devices);
         let image: &'static Image = Box::leak(Box::new(image));
         let entry = image.entry;
         let stack_ptr = layout.stack_top - 8;
@@ -104,6 +117,7 @@ impl Backend for SptBackend {
                 image,
                 layout,
                 config: dispatch,
+                host: sys_host,
             })
             .map_err(|_| setup("cannot run a second guest")(io::Error::other("already running")))?;
         seccomp::prepare_signals(BackendKind::Seccomp, Some(image))
