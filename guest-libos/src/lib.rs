@@ -34,6 +34,7 @@ pub mod env;
 pub mod heap;
 pub mod hypercall;
 pub mod mem;
+pub mod net;
 pub mod panic;
 pub mod process;
 mod sync;
