@@ -164,15 +164,31 @@ impl Layout {
     }
 }
 
-/// The host's total memory in bytes, from `/proc/meminfo` (`u64::MAX` if unknown).
+/// The host's total memory in bytes (`MemTotal` of `/proc/meminfo`, read with one
+/// `sysinfo` call instead of having the kernel format all of meminfo), `u64::MAX` if
+/// unknown.
 #[must_use]
 pub fn host_memory_limit() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            kib.checked_mul(1024)
-        })
-        .unwrap_or(u64::MAX)
+    // SAFETY: `sysinfo` only writes the struct it is given; all-zero is a valid value.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable `struct sysinfo`.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return u64::MAX;
+    }
+    info.totalram
+        .saturating_mul(u64::from(info.mem_unit.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_memory_limit_is_meminfo_memtotal() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert_eq!(super::host_memory_limit(), kib * 1024);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! `auto` uses KVM when `/dev/kvm` works and falls back to seccomp otherwise, saying so
 //! once on standard error. Usable means [`crate::kvm::probe`] passed: `/dev/kvm` opens,
-//! speaks API version 12, has the capabilities the backend needs and creates a VM.
+//! speaks API version 12 and has the capabilities the backend needs (cheap checks, no
+//! VM: if creating one fails after all, the KVM backend's error says so).
 
 use crate::backend::{Backend, BackendKind};
 use crate::spt::SptBackend;
@@ -35,15 +36,19 @@ impl BackendChoice {
 
 /// The KVM backend, if this build has one: `None` when it is not built in, otherwise
 /// the backend or why `/dev/kvm` cannot be used here.
-fn kvm_backend() -> Option<Result<Box<dyn Backend>, String>> {
-    Some(crate::kvm::probe().map(|()| Box::new(crate::kvm::KvmBackend::new()) as Box<dyn Backend>))
+fn kvm_backend(choice: BackendChoice) -> Option<Result<Box<dyn Backend>, String>> {
+    let kvm = match choice {
+        BackendChoice::Auto => crate::kvm::KvmBackend::auto(),
+        _ => crate::kvm::KvmBackend::new(),
+    };
+    Some(crate::kvm::probe().map(|()| Box::new(kvm) as Box<dyn Backend>))
 }
 
 /// The backend to run with. Prints the auto-fallback notice (before sealing).
 pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>, RunError> {
     match choice {
         BackendChoice::Seccomp => Ok(Box::new(SptBackend::new())),
-        BackendChoice::Kvm => match kvm_backend() {
+        BackendChoice::Kvm => match kvm_backend(choice) {
             Some(Ok(kvm)) => Ok(kvm),
             Some(Err(why)) => Err(RunError::HostSetup {
                 what: "cannot use the KVM backend".to_string(),
@@ -56,7 +61,7 @@ pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>, RunError> {
                 ),
             }),
         },
-        BackendChoice::Auto => match kvm_backend() {
+        BackendChoice::Auto => match kvm_backend(choice) {
             Some(Ok(kvm)) => Ok(kvm),
             Some(Err(why)) => {
                 eprintln!("septem-run: /dev/kvm not usable ({why}); using the seccomp backend");
@@ -84,7 +89,7 @@ mod tests {
 
     #[test]
     fn kvm_without_the_backend_is_a_host_setup_error() {
-        if kvm_backend().is_none() {
+        if kvm_backend(BackendChoice::Kvm).is_none() {
             let err = select(BackendChoice::Kvm).err().unwrap();
             assert_eq!(err.exit_status(), exit_status::HOST_SETUP);
         }

@@ -13,8 +13,8 @@
 //! The parent forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child (which resets
 //! them to their defaults); the child asks for SIGKILL when the parent dies, so nothing
 //! outlives the command. After the parent returns, the exiting child is reparented and
-//! reaped by init (or the nearest subreaper). [`super::probe`]'s throwaway VM process is
-//! [`Mode::Detached`] instead, so it never lingers as a zombie.
+//! reaped by init (or the nearest subreaper). A throwaway process that must not linger
+//! as a zombie of a caller that goes on running is [`Mode::Detached`] instead.
 
 use crate::host::{exit_group, write_all};
 use std::convert::Infallible;
