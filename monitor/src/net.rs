@@ -228,7 +228,7 @@ pub fn attach_tap(tap: &str) -> Result<Tap, RunError> {
                 "tap '{tap}' is busy: another process (another septem-run?) is attached to it"
             )),
             Some(libc::EINVAL) => RunError::Config(format!(
-                "'{tap}' exists but is not a single-queue tap device (a tun device, a multi-queue tap or another kind of interface); create a tap with: ip tuntap add dev {tap} mode tap"
+                "'{tap}' exists but is not a single-queue tap device (it is a tun device, a multi-queue tap or another kind of interface); give septem-run a tap made with: ip tuntap add dev NAME mode tap"
             )),
             Some(libc::EPERM | libc::EACCES) => host_setup(
                 format!(

@@ -4,6 +4,8 @@
 
 pub mod netns;
 
+pub mod net;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
