@@ -415,6 +415,58 @@ mod tests {
         assert_eq!(h.console_write(Stream::Stderr, b"x"), Err(HcError::Io));
     }
 
+    /// A non-blocking pipe standing in for a tap: `(read end, write end)`.
+    fn nonblocking_pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for two fds.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
+        (fds[0], fds[1])
+    }
+
+    #[test]
+    fn taps_are_polled_read_and_written_without_blocking() {
+        let (rx, tx) = nonblocking_pipe();
+        let mut taps = NO_TAPS;
+        taps[1] = rx;
+        taps[2] = tx;
+        let mut mtus = [0; MAX_DEVICES];
+        mtus[1] = 1500;
+        let mut h = SysHost::with_taps(taps, mtus);
+        // Nothing waiting: the wait times out, a read finds nothing.
+        let start = monotonic_ns();
+        assert_eq!(h.wait_until(start + 20_000_000, 0b10), 0);
+        assert!(monotonic_ns() >= start + 20_000_000);
+        let mut buf = [0u8; 2048];
+        assert_eq!(h.net_read(1, &mut buf), Ok(None));
+        // A frame arrives: ready at once, even without a deadline.
+        assert_eq!(h.net_write(2, &[7; 60]), Ok(true));
+        assert_eq!(h.wait_until(u64::MAX, 0b10), 0b10);
+        assert_eq!(h.wait_until(0, 0b10), 0b10, "a passed deadline still polls");
+        assert_eq!(h.net_read(1, &mut buf), Ok(Some(60)));
+        assert_eq!(&buf[..60], &[7; 60]);
+        // A buffer shorter than the longest frame goes through the bounce buffer: the
+        // frame's whole length comes back (the dispatcher drops it), nothing is copied.
+        assert_eq!(h.net_write(2, &[9; 100]), Ok(true));
+        let mut short = [0u8; 10];
+        assert_eq!(h.net_read(1, &mut short), Ok(Some(100)));
+        assert_eq!(short, [0; 10]);
+        // Devices without a tap.
+        assert_eq!(h.net_read(0, &mut buf), Err(HcError::NoDevice));
+        assert_eq!(h.net_write(15, &buf[..60]), Err(HcError::NoDevice));
+        assert_eq!(h.net_write(99, &buf[..60]), Err(HcError::NoDevice));
+        // A full queue would block.
+        while h.net_write(2, &buf) == Ok(true) {}
+        assert_eq!(h.net_write(2, &buf), Ok(false));
+        // SAFETY: closing fds we own.
+        unsafe {
+            libc::close(rx);
+            libc::close(tx);
+        }
+    }
+
     #[test]
     fn writes_everything_through_a_pipe() {
         let mut fds = [0; 2];
