@@ -301,7 +301,7 @@ mod tests {
         assert!(text.contains("net    service"), "{text}");
         assert!(text.contains("64 MiB"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["abi_version"], 1);
+        assert_eq!(json["abi_version"], septem_abi::ABI_VERSION);
         assert_eq!(json["entry"], 0x10_0000);
     }
 
