@@ -5,12 +5,14 @@
 //! - [`guest`]: [`build_guest`] runs cargo for the guest target, then finalizes the
 //!   image's manifest note and writes the `.septem` image;
 //! - [`inspect`]: a readable (or JSON) report about an image;
-//! - [`runner`]: finds (or builds) `septem-run` to run an image.
+//! - [`runner`]: finds (or builds) `septem-run` to run an image;
+//! - [`oci`]: packages images as OCI images, pushes and pulls them (`docs/oci.md`).
 
 pub mod flags;
 pub mod guest;
 pub mod inspect;
 pub mod metadata;
+pub mod oci;
 pub mod runner;
 
 pub use guest::{build_guest, BuildError, BuildOptions, BuiltImage, Profile};

@@ -2,8 +2,12 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use septem_build::oci::package::{package, parse_disk, PackageOptions, PackageOutput};
+use septem_build::oci::reference::ImageTag;
+use septem_build::oci::registry::{self, PullOptions, RegistryOptions};
+use septem_build::oci::{auth::AuthFlags, human_size, OciError};
 use septem_build::{build_guest, inspect_file, runner, BuildOptions, InspectError, Profile};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Exit status: an error other than an invalid image (build failure, I/O, …).
@@ -16,11 +20,24 @@ Exit status:
   0  success (for `run`: the guest's own exit status is returned instead)
   1  error: compile or link failure, unreadable file, bad [package.metadata.septem], …
   2  usage error (bad command line)
-  3  `inspect`: the file is not a valid Septem image
+  3  the file given to `inspect`, `package`, `push` or `build --tag` is not a valid,
+     runnable Septem image
+  4  an image reference or tag does not parse (`--tag`, push/pull REGISTRY/REPO:TAG)
+  5  the registry is unreachable (connection refused, DNS, timeout, TLS to a plain-HTTP
+     registry without --insecure)
+  6  the registry refused the credentials, or wants some
+  7  integrity: a blob's digest or size, or the layer's diff_id, is not what the
+     manifest/config says (nothing is written by `pull`)
+  8  the OCI image is not a Septem unikernel image (no org.septem.unikernel annotation
+     or label, or no runnable unikernel in its layer)
+  9  the image (tag or blob) is not in the registry
 
 Examples:
   septem-build build examples/hello --release
   septem-build inspect target/guest/release/hello.septem
+  septem-build package hello.septem --tag hello:1.0 --out hello.oci
+  septem-build push hello.oci 127.0.0.1:5000/hello:1.0
+  septem-build pull 127.0.0.1:5000/hello:1.0 --out pulled.oci --extract pulled
   cargo run --release -p septem-build -- run examples/hello -- world";
 
 /// Builds Septem unikernel images from Rust app crates, inspects and runs them.
@@ -47,6 +64,65 @@ enum Command {
         /// Write the image here (default: <target dir>/<profile>/<name>.septem).
         #[arg(short, long, value_name = "IMAGE")]
         output: Option<PathBuf>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also package the image as an OCI image tagged NAME[:TAG] (see `package`).
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        #[command(flatten)]
+        oci: OciOutArgs,
+    },
+    /// Package an image as an OCI image (layout directory or tar archive).
+    ///
+    /// One gzip layer holds /unikernel/<name>.septem, /unikernel/septem.json and any
+    /// disks (/unikernel/disks/<NAME>.img); the manifest's annotations and the config's
+    /// labels record org.septem.unikernel{,.abi,.binary,.devices,.memory,.disks}.
+    /// Reproducible: created and file times come from SOURCE_DATE_EPOCH, else the
+    /// image file's mtime.
+    Package {
+        /// The .septem image.
+        image: PathBuf,
+        /// Image name and tag, NAME[:TAG] (the index's org.opencontainers.image.ref.name is TAG).
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: String,
+        #[command(flatten)]
+        oci: OciOutArgs,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push an OCI image to a registry (OCI distribution API).
+    ///
+    /// SOURCE is an image layout directory (DIR or DIR:TAG), a tar archive of one, or a
+    /// .septem image (packaged on the fly). Plain HTTP only for loopback registries or
+    /// with --insecure.
+    Push {
+        /// Layout directory, DIR:TAG, archive, or .septem image.
+        source: PathBuf,
+        /// Destination, REGISTRY/REPO:TAG.
+        target: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull a Septem OCI image from a registry, verified before anything is written.
+    Pull {
+        /// REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:DIGEST.
+        reference: String,
+        /// Write the image layout here (a tar archive with --archive).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Write a tar archive of the layout instead of a directory.
+        #[arg(long)]
+        archive: bool,
+        /// Also unpack the unikernel (and septem.json, disks) into this directory.
+        #[arg(long, value_name = "DIR")]
+        extract: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -79,6 +155,66 @@ enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+struct OciOutArgs {
+    /// Disk image to ship in the layer for a declared block device (repeatable).
+    #[arg(long = "disk", value_name = "NAME=FILE", value_parser = parse_disk)]
+    disks: Vec<(String, PathBuf)>,
+    /// Write an OCI image layout directory here (default: <image>.oci next to the image).
+    #[arg(long, value_name = "DIR", conflicts_with = "archive")]
+    out: Option<PathBuf>,
+    /// Write a tar archive of the layout instead (what `oci-archive:` and `ctr images import` read).
+    #[arg(long, value_name = "FILE.tar")]
+    archive: Option<PathBuf>,
+}
+
+impl OciOutArgs {
+    fn output(&self, image: &Path) -> PackageOutput {
+        match (&self.out, &self.archive) {
+            (_, Some(a)) => PackageOutput::Archive(a.clone()),
+            (Some(d), None) => PackageOutput::Dir(d.clone()),
+            (None, None) => PackageOutput::Dir(image.with_extension("oci")),
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.out.is_some() || self.archive.is_some() || !self.disks.is_empty()
+    }
+}
+
+#[derive(Debug, Args)]
+struct RegistryArgs {
+    /// Registry user name (with --password or --password-stdin); default: ~/.docker/config.json.
+    #[arg(long, value_name = "USER")]
+    username: Option<String>,
+    /// Registry password (visible to other users in `ps`: prefer --password-stdin).
+    #[arg(long, value_name = "PASSWORD")]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// No per-blob progress on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            insecure: self.insecure,
+            auth: AuthFlags {
+                username: self.username.clone(),
+                password: self.password.clone(),
+                password_stdin: self.password_stdin,
+            },
+            quiet: self.quiet,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -132,8 +268,37 @@ fn report(err: &anyhow::Error) {
     }
 }
 
-fn build(build: &BuildArgs, output: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+fn build(
+    build: &BuildArgs,
+    output: Option<PathBuf>,
+    json: bool,
+    tag: Option<&str>,
+    oci: &OciOutArgs,
+) -> anyhow::Result<()> {
+    if tag.is_none() && oci.given() {
+        anyhow::bail!("--out, --archive and --disk package the image: they need --tag NAME:TAG");
+    }
+    // A bad tag is refused before compiling.
+    let tag = tag.map(ImageTag::parse).transpose()?;
     let built = build_guest(&build.options(output))?;
+    if let Some(tag) = tag {
+        let packaged = package(
+            &PackageOptions {
+                image: built.path.clone(),
+                tag,
+                disks: oci.disks.clone(),
+                created: None,
+            },
+            &oci.output(&built.path),
+        )?;
+        if json {
+            println!("{}", serde_json::to_string(&packaged)?);
+        } else {
+            println!("{} ({} bytes)", built.path.display(), built.size);
+            print_packaged(&packaged);
+        }
+        return Ok(());
+    }
     if json {
         let devices: Vec<_> = built
             .manifest
@@ -158,6 +323,87 @@ fn build(build: &BuildArgs, output: Option<PathBuf>, json: bool) -> anyhow::Resu
         println!("{v}");
     } else {
         println!("{} ({} bytes)", built.path.display(), built.size);
+    }
+    Ok(())
+}
+
+fn print_packaged(p: &septem_build::oci::package::Packaged) {
+    println!(
+        "{} ({}, tag {}): {}",
+        p.output.display(),
+        if p.archive {
+            "OCI archive"
+        } else {
+            "OCI layout"
+        },
+        p.tag,
+        p.manifest_digest
+    );
+    println!(
+        "  layer {} {} ({} uncompressed), unikernel {}",
+        p.layer_digest,
+        human_size(p.layer_size),
+        human_size(p.layer_uncompressed_size),
+        p.binary
+    );
+}
+
+fn package_cmd(image: &Path, tag: &str, oci: &OciOutArgs, json: bool) -> anyhow::Result<()> {
+    let tag = ImageTag::parse(tag)?;
+    let packaged = package(
+        &PackageOptions {
+            image: image.to_path_buf(),
+            tag,
+            disks: oci.disks.clone(),
+            created: None,
+        },
+        &oci.output(image),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&packaged)?);
+    } else {
+        print_packaged(&packaged);
+    }
+    Ok(())
+}
+
+fn push_cmd(source: &Path, target: &str, reg: &RegistryArgs, json: bool) -> anyhow::Result<()> {
+    let pushed = registry::push(source, target, &reg.options())?;
+    if json {
+        println!("{}", serde_json::to_string(&pushed)?);
+    } else {
+        println!(
+            "pushed {}@{} ({} blobs uploaded, {}; {} already there)",
+            pushed.reference,
+            pushed.digest,
+            pushed.uploaded,
+            human_size(pushed.bytes),
+            pushed.skipped
+        );
+    }
+    Ok(())
+}
+
+fn pull_cmd(
+    reference: &str,
+    pull: &PullOptions,
+    reg: &RegistryArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let pulled = registry::pull(reference, pull, &reg.options())?;
+    if json {
+        println!("{}", serde_json::to_string(&pulled)?);
+    } else {
+        println!(
+            "pulled {}@{} ({}) into {}",
+            pulled.reference,
+            pulled.digest,
+            human_size(pulled.bytes),
+            pulled.output.display()
+        );
+        if let Some(u) = &pulled.extracted {
+            println!("unikernel: {}", u.display());
+        }
     }
     Ok(())
 }
@@ -228,7 +474,39 @@ fn main() -> ExitCode {
             build: b,
             output,
             json,
-        } => build(b, output.clone(), *json).map(|()| ExitCode::SUCCESS),
+            tag,
+            oci,
+        } => build(b, output.clone(), *json, tag.as_deref(), oci).map(|()| ExitCode::SUCCESS),
+        Command::Package {
+            image,
+            tag,
+            oci,
+            json,
+        } => package_cmd(image, tag, oci, *json).map(|()| ExitCode::SUCCESS),
+        Command::Push {
+            source,
+            target,
+            registry,
+            json,
+        } => push_cmd(source, target, registry, *json).map(|()| ExitCode::SUCCESS),
+        Command::Pull {
+            reference,
+            out,
+            archive,
+            extract,
+            registry,
+            json,
+        } => pull_cmd(
+            reference,
+            &PullOptions {
+                out: out.clone(),
+                archive: *archive,
+                extract: extract.clone(),
+            },
+            registry,
+            *json,
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Inspect { image, json } => inspect(image, *json).map(|()| ExitCode::SUCCESS),
         Command::Run {
             build,
@@ -250,7 +528,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             report(&err);
-            if err
+            if let Some(oci) = err.chain().find_map(|e| e.downcast_ref::<OciError>()) {
+                ExitCode::from(oci.exit_status())
+            } else if err
                 .downcast_ref::<InspectError>()
                 .is_some_and(|e| matches!(e, InspectError::Invalid { .. }))
             {
