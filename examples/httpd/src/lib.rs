@@ -383,9 +383,9 @@ pub fn respond(req: &Request<'_>, out: &mut Vec<u8>, date: &str) -> bool {
 /// Answers a request that could not be parsed (the connection then closes).
 pub fn respond_error(status: Status, out: &mut Vec<u8>, date: &str) {
     let mut body = Vec::new();
-    let _ = write!(
+    let _ = writeln!(
         VecWriter(&mut body),
-        "{} {}\n",
+        "{} {}",
         status.code(),
         status.reason()
     );
