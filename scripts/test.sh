@@ -30,3 +30,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # PROPTEST_CASES bounds the property tests' time in CI.
 PROPTEST_CASES="${PROPTEST_CASES:-2000}" cargo test --workspace --no-fail-fast "$@"
+echo "== example apps: protocol logic (host-testable libs)"
+for app in httpd kv; do
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/examples-host" \
+        cargo test --manifest-path "examples/$app/Cargo.toml" --lib
+done
