@@ -2,7 +2,6 @@
 //! library, runs them with the real `septem-run` binary, and tells whether KVM is
 //! usable here (tests that need it skip with a printed reason when it is not).
 
-
 pub mod net;
 
 use std::collections::HashMap;
