@@ -9,6 +9,10 @@ need_apt=()
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v ld >/dev/null || need_apt+=(binutils)
 command -v objdump >/dev/null || need_apt+=(binutils)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v containerd >/dev/null || need_apt+=(containerd)
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if ((${#need_apt[@]})); then
     echo "== installing: ${need_apt[*]}"
     if [ "$(id -u)" = 0 ]; then
