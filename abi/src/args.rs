@@ -148,3 +148,54 @@ pub struct NetReadArgs {
     pub _pad: u32,
 }
 assert_size!(NetReadArgs, 24);
+
+/// Sector size of every block device, in bytes.
+pub const BLOCK_SECTOR_SIZE: u32 = 512;
+
+/// Most bytes one [`BlockIoArgs`] request may move (1 MiB: 2048 sectors). The
+/// monitor's seccomp policy bounds each `pread64`/`pwrite64` by the same number.
+pub const BLOCK_IO_MAX_BYTES: u32 = 1 << 20;
+
+/// Most sectors one [`BlockIoArgs`] request may move.
+pub const BLOCK_IO_MAX_SECTORS: u32 = BLOCK_IO_MAX_BYTES / BLOCK_SECTOR_SIZE;
+
+/// [`crate::Hypercall::BlockRead`] / [`crate::Hypercall::BlockWrite`]: move `count`
+/// whole sectors, starting at sector `sector` of block device `device`, between the
+/// device and the guest buffer at `data` (`count * 512` bytes). The request is checked
+/// whole before any I/O: `sector + count` within the capacity, `1 <= count <=`
+/// [`BLOCK_IO_MAX_SECTORS`], the buffer writable (read) or readable (write) guest
+/// memory. Returns the number of sectors moved (all of them) and stores it in `done`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockIoArgs {
+    /// Index of the block device in `BootInfo::devices`.
+    pub device: u32,
+    /// Number of sectors (1..=[`BLOCK_IO_MAX_SECTORS`]).
+    pub count: u32,
+    /// First sector.
+    pub sector: u64,
+    /// Guest buffer of `count * 512` bytes (any alignment).
+    pub data: GuestAddr,
+    /// Out: sectors moved.
+    pub done: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(BlockIoArgs, 32);
+
+/// [`crate::Hypercall::BlockFlush`]: a barrier. The monitor serves block requests
+/// synchronously and in order, so when it returns every earlier write has completed:
+/// on a device attached with `,sync` (opened `O_DSYNC`) each write was already on
+/// stable storage when it returned; without `,sync` writes are in the host's page
+/// cache, and flushing does not force them to disk (`fsync` is not one of the
+/// monitor's seven syscalls): they are durable against a guest or monitor crash, not
+/// against a host crash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockFlushArgs {
+    /// Index of the block device in `BootInfo::devices`.
+    pub device: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+assert_size!(BlockFlushArgs, 8);

@@ -5,7 +5,7 @@
 //! returns an `i64`: `>= 0` on success, a negative [`HcError`] otherwise.
 //!
 //! Number ranges: `0x01..=0x0f` core, `0x10..=0x1f` network devices, `0x20..=0x2f`
-//! reserved for block devices, `0x30..=0x3f` reserved for lifecycle (shutdown
+//! block devices, `0x30..=0x3f` reserved for lifecycle (shutdown
 //! requests). A monitor answers any other number with [`HcError::Unsupported`].
 
 use core::fmt;
@@ -35,11 +35,18 @@ pub enum Hypercall {
     /// Receive up to [`crate::NET_BATCH_MAX`] frames from a net device without blocking.
     /// Args: [`crate::NetReadArgs`].
     NetRead = 0x11,
+    /// Read whole sectors from a block device into guest memory. Args: [`crate::BlockIoArgs`].
+    BlockRead = 0x20,
+    /// Write whole sectors from guest memory to a block device. Args: [`crate::BlockIoArgs`].
+    BlockWrite = 0x21,
+    /// A barrier: returns once every earlier write to the device has completed (see
+    /// [`crate::BlockFlushArgs`] for what "completed" means). Args: [`crate::BlockFlushArgs`].
+    BlockFlush = 0x22,
 }
 
 impl Hypercall {
     /// All hypercalls, in number order.
-    pub const ALL: [Hypercall; 8] = [
+    pub const ALL: [Hypercall; 11] = [
         Hypercall::ConsoleWrite,
         Hypercall::ClockMonotonic,
         Hypercall::ClockWall,
@@ -48,6 +55,9 @@ impl Hypercall {
         Hypercall::Abort,
         Hypercall::NetWrite,
         Hypercall::NetRead,
+        Hypercall::BlockRead,
+        Hypercall::BlockWrite,
+        Hypercall::BlockFlush,
     ];
 
     /// A short lowercase name, for traces and error messages.
@@ -62,6 +72,9 @@ impl Hypercall {
             Hypercall::Abort => "abort",
             Hypercall::NetWrite => "net_write",
             Hypercall::NetRead => "net_read",
+            Hypercall::BlockRead => "block_read",
+            Hypercall::BlockWrite => "block_write",
+            Hypercall::BlockFlush => "block_flush",
         }
     }
 
@@ -78,6 +91,8 @@ impl Hypercall {
             Hypercall::Abort => size_of::<crate::AbortArgs>(),
             Hypercall::NetWrite => size_of::<crate::NetWriteArgs>(),
             Hypercall::NetRead => size_of::<crate::NetReadArgs>(),
+            Hypercall::BlockRead | Hypercall::BlockWrite => size_of::<crate::BlockIoArgs>(),
+            Hypercall::BlockFlush => size_of::<crate::BlockFlushArgs>(),
         }
     }
 }
@@ -105,6 +120,9 @@ impl TryFrom<u64> for Hypercall {
             0x06 => Ok(Hypercall::Abort),
             0x10 => Ok(Hypercall::NetWrite),
             0x11 => Ok(Hypercall::NetRead),
+            0x20 => Ok(Hypercall::BlockRead),
+            0x21 => Ok(Hypercall::BlockWrite),
+            0x22 => Ok(Hypercall::BlockFlush),
             other => Err(UnknownHypercall(other)),
         }
     }
@@ -126,17 +144,20 @@ pub enum HcError {
     Again = -5,
     /// The host failed the I/O.
     Io = -6,
+    /// The device is read-only (a write to a block device attached with `,ro`).
+    ReadOnly = -7,
 }
 
 impl HcError {
     /// All error codes.
-    pub const ALL: [HcError; 6] = [
+    pub const ALL: [HcError; 7] = [
         HcError::BadAddress,
         HcError::Invalid,
         HcError::Unsupported,
         HcError::NoDevice,
         HcError::Again,
         HcError::Io,
+        HcError::ReadOnly,
     ];
 
     /// The raw value returned by the hypercall.
@@ -155,6 +176,7 @@ impl HcError {
             HcError::NoDevice => "no such device",
             HcError::Again => "try again",
             HcError::Io => "host I/O error",
+            HcError::ReadOnly => "read-only device",
         }
     }
 
@@ -170,6 +192,7 @@ impl HcError {
             -3 => HcError::Unsupported,
             -4 => HcError::NoDevice,
             -5 => HcError::Again,
+            -7 => HcError::ReadOnly,
             _ => HcError::Io,
         })
     }
@@ -197,7 +220,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_rejected() {
-        for nr in [0u64, 7, 0x12, 0x20, 0x3f, u64::MAX] {
+        for nr in [0u64, 7, 0x12, 0x1f, 0x23, 0x2f, 0x3f, u64::MAX] {
             assert_eq!(Hypercall::try_from(nr), Err(UnknownHypercall(nr)));
         }
     }

@@ -163,6 +163,9 @@ unsafe extern "sysv64" fn fake_hypercall(nr: u64, arg: *mut u8) -> i64 {
             0
         }
         Hypercall::Exit | Hypercall::Abort => HcError::Invalid.code(),
+        Hypercall::BlockRead | Hypercall::BlockWrite | Hypercall::BlockFlush => {
+            HcError::NoDevice.code()
+        }
     }
 }
 
