@@ -3,7 +3,8 @@
 //! ```text
 //! septem-run [--backend auto|seccomp|kvm] [--mem SIZE] [--env K=V]… [--trace]
 //!            [--net:NAME=TAP [--net-mac:NAME=MAC] [--net-ip:NAME=ADDR/PREFIX]
-//!             [--net-gw:NAME=ADDR]]… [--dns ADDR] [--block:NAME=FILE]… IMAGE [-- ARGS…]
+//!             [--net-gw:NAME=ADDR]]… [--dns ADDR] [--block:NAME=FILE[,ro][,sync]]…
+//!            IMAGE [-- ARGS…]
 //! septem-run --print-policy [--backend seccomp|kvm]
 //! ```
 //!
@@ -28,13 +29,16 @@ use std::path::PathBuf;
     name = "septem-run",
     version,
     about = "Run a Septem unikernel image under KVM or as a seccomp-sealed process.",
-    override_usage = "septem-run [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]... IMAGE [-- ARGS...]\n       \
+    override_usage = "septem-run [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE[,ro][,sync]]... IMAGE [-- ARGS...]\n       \
 septem-run --print-policy [--backend seccomp|kvm]",
     after_help = "Devices (Solo5 style): --net:NAME=TAP attaches a tap interface and \
 --block:NAME=FILE a disk image to the device NAME the image declares.\n\
 Net device settings: --net-mac:NAME=MAC (default: random, locally administered), \
 --net-ip:NAME=ADDR/PREFIX (static address; without it the guest may use DHCP), \
 --net-gw:NAME=ADDR (default gateway); see docs/networking.md.\n\
+Block devices: --block:NAME=FILE[,ro][,sync]: FILE is the whole disk (a multiple of \
+512 bytes, e.g. a tar archive made by `septem-build disk`); ,ro refuses guest writes, \
+,sync makes every write durable before it returns (O_DSYNC); see docs/storage.md.\n\
 Sizes: 512K, 64M, 1G, 64MiB... (binary multiples); a plain number is bytes.\n\
 Exit status: the guest's own, or 120..127 for septem-run's outcomes (docs/exit-status.md)."
 )]
@@ -84,6 +88,44 @@ pub struct DeviceOpt {
     pub target: String,
     /// `--net-mac:`/`--net-ip:`/`--net-gw:` for this device (net devices only).
     pub net: NetParams,
+    /// `,ro` and `,sync` after a block device's file (block devices only).
+    pub block: BlockParams,
+}
+
+/// Flags of one block device: `--block:NAME=FILE,ro,sync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockParams {
+    /// `,ro`: open the file read-only; guest writes fail with `ReadOnly`.
+    pub read_only: bool,
+    /// `,sync`: open the file with `O_DSYNC`, so each write is durable when it returns.
+    pub sync: bool,
+}
+
+/// Splits `,ro` and `,sync` (in any order, each at most once) off the end of a block
+/// device's `FILE,flags`. A trailing `,word` of lowercase letters that is not a known
+/// flag is an error (a typo like `,rw` must not become part of the file name); any
+/// other comma belongs to the file name.
+pub fn split_block_flags(target: &str) -> Result<(&str, BlockParams), String> {
+    let mut file = target;
+    let mut p = BlockParams::default();
+    while let Some((head, word)) = file.rsplit_once(',') {
+        let flag = match word {
+            "ro" => &mut p.read_only,
+            "sync" => &mut p.sync,
+            w if !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()) => {
+                return Err(format!(
+                    "unknown block device flag ',{w}'; the flags are ,ro (read-only) and ,sync (durable writes)"
+                ))
+            }
+            _ => break,
+        };
+        if *flag {
+            return Err(format!("block device flag ',{word}' is given twice"));
+        }
+        *flag = true;
+        file = head;
+    }
+    Ok((file, p))
 }
 
 /// Settings of one net device from `--net-mac:NAME=…`, `--net-ip:NAME=…`,
@@ -297,6 +339,13 @@ fn device_option(word: &str) -> Option<Result<DeviceOpt, CliExit>> {
             "'{word}': device name '{name}' must be 1 to {DEVICE_NAME_MAX} characters of A-Z a-z 0-9 _ -"
         ))));
     }
+    let (target, block) = match kind {
+        DeviceKind::Block => match split_block_flags(target) {
+            Ok(split) => split,
+            Err(why) => return Some(Err(usage_error(format_args!("'{word}': {why}")))),
+        },
+        DeviceKind::Net => (target, BlockParams::default()),
+    };
     if target.is_empty() {
         return Some(Err(usage_error(format_args!(
             "'{word}' names no {}: write --{k}:{name}={what}",
@@ -317,6 +366,7 @@ fn device_option(word: &str) -> Option<Result<DeviceOpt, CliExit>> {
         name: name.to_string(),
         target: target.to_string(),
         net: NetParams::default(),
+        block,
     }))
 }
 
@@ -524,12 +574,14 @@ mod tests {
                     name: "service".into(),
                     target: "tap0".into(),
                     net: NetParams::default(),
+                    block: BlockParams::default(),
                 },
                 DeviceOpt {
                     kind: DeviceKind::Block,
                     name: "disk".into(),
                     target: "/tmp/d.img".into(),
                     net: NetParams::default(),
+                    block: BlockParams::default(),
                 },
             ]
         );
@@ -549,6 +601,48 @@ mod tests {
         }
         let e = err(&["--net:a=tap0", "--block:a=f", "img"]);
         assert!(e.text.contains("given twice"), "{}", e.text);
+    }
+
+    #[test]
+    fn block_flags() {
+        let o = run(&[
+            "--block:www=site.img,ro",
+            "--block:db=/d/kv,1.img,sync,ro",
+            "img",
+        ]);
+        assert_eq!(o.devices[0].target, "site.img");
+        assert_eq!(
+            o.devices[0].block,
+            BlockParams {
+                read_only: true,
+                sync: false
+            }
+        );
+        assert_eq!(o.devices[1].target, "/d/kv,1.img");
+        assert_eq!(
+            o.devices[1].block,
+            BlockParams {
+                read_only: true,
+                sync: true
+            }
+        );
+        assert!(run(&["--block:a=x,sync", "img"]).devices[0].block.sync);
+        for (word, wanted) in [
+            ("--block:a=x,rw", "unknown block device flag ',rw'"),
+            ("--block:a=x,ro,ro", "',ro' is given twice"),
+            ("--block:a=,ro", "names no file"),
+            ("--block:a=,sync,ro", "names no file"),
+        ] {
+            let e = err(&[word, "img"]);
+            assert_eq!(e.status, exit_status::USAGE, "{word}");
+            assert!(e.text.contains(wanted), "{word}: {}", e.text);
+            assert_eq!(e.text.lines().count(), 1, "{}", e.text);
+        }
+        // Net targets keep their commas (and are refused as interface names elsewhere).
+        assert_eq!(
+            run(&["--net:a=tap0", "img"]).devices[0].block,
+            BlockParams::default()
+        );
     }
 
     #[test]

@@ -13,10 +13,12 @@
 use crate::fmtbuf::FmtBuf;
 use crate::memory::{GuestMemory, MemError, Pod};
 use core::fmt::Write;
+use septem_abi::manifest::MAX_DEVICES;
 use septem_abi::{
-    AbortArgs, ClockMonotonicArgs, ClockWallArgs, ConsoleWriteArgs, ExitArgs, GuestAddr, HcError,
-    Hypercall, NetFrame, NetReadArgs, NetWriteArgs, YieldArgs, ABORT_MESSAGE_MAX, CONSOLE_STDERR,
-    CONSOLE_STDOUT, NET_BATCH_MAX, NET_FRAME_MAX,
+    AbortArgs, BlockFlushArgs, BlockIoArgs, ClockMonotonicArgs, ClockWallArgs, ConsoleWriteArgs,
+    ExitArgs, GuestAddr, HcError, Hypercall, NetFrame, NetReadArgs, NetWriteArgs, YieldArgs,
+    ABORT_MESSAGE_MAX, BLOCK_IO_MAX_SECTORS, BLOCK_SECTOR_SIZE, CONSOLE_STDERR, CONSOLE_STDOUT,
+    NET_BATCH_MAX, NET_FRAME_MAX,
 };
 
 /// Shortest frame a guest may send: an Ethernet header.
@@ -57,6 +59,22 @@ pub trait Host {
         let _ = (device, buf);
         Err(HcError::NoDevice)
     }
+    /// Fills all of `buf` from block device `device` at byte `offset` (the dispatcher
+    /// checked that the range lies inside the device).
+    fn block_read(&mut self, device: usize, offset: u64, buf: &mut [u8]) -> Result<(), HcError> {
+        let _ = (device, offset, buf);
+        Err(HcError::NoDevice)
+    }
+    /// Writes all of `data` to block device `device` at byte `offset` (checked as above).
+    fn block_write(&mut self, device: usize, offset: u64, data: &[u8]) -> Result<(), HcError> {
+        let _ = (device, offset, data);
+        Err(HcError::NoDevice)
+    }
+    /// Returns once every earlier write to `device` has completed.
+    fn block_flush(&mut self, device: usize) -> Result<(), HcError> {
+        let _ = device;
+        Err(HcError::NoDevice)
+    }
 }
 
 /// What the backend does after a hypercall.
@@ -68,6 +86,23 @@ pub enum Action {
     Exit(u8),
 }
 
+/// What the dispatcher checks block requests against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockLimits {
+    /// Capacity in sectors; 0: not a block device.
+    pub sectors: u64,
+    /// Writes are refused with [`HcError::ReadOnly`].
+    pub read_only: bool,
+}
+
+impl BlockLimits {
+    /// Not a block device.
+    pub const NONE: BlockLimits = BlockLimits {
+        sectors: 0,
+        read_only: false,
+    };
+}
+
 /// Per-guest dispatcher settings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DispatchConfig {
@@ -76,6 +111,8 @@ pub struct DispatchConfig {
     /// Bit `i` set: device `i` of `BootInfo::devices` is a net device. Hypercalls and
     /// wait sets naming any other index get [`HcError::NoDevice`].
     pub net_devices: u64,
+    /// Entry `i`: device `i`'s capacity and flags when it is a block device.
+    pub blocks: [BlockLimits; MAX_DEVICES],
 }
 
 impl DispatchConfig {
@@ -83,6 +120,15 @@ impl DispatchConfig {
     #[must_use]
     pub fn is_net(&self, device: u32) -> bool {
         device < 64 && self.net_devices & (1 << device) != 0
+    }
+
+    /// The limits of block device `device`, `None` when it is not one.
+    #[must_use]
+    pub fn block(&self, device: u32) -> Option<BlockLimits> {
+        self.blocks
+            .get(device as usize)
+            .copied()
+            .filter(|b| b.sectors > 0)
     }
 }
 
@@ -128,6 +174,9 @@ fn serve(
         Hypercall::Abort => return abort(mem, host, arg),
         Hypercall::NetWrite => net_write(mem, host, config, arg),
         Hypercall::NetRead => net_read(mem, host, config, arg),
+        Hypercall::BlockRead => block_io(mem, host, config, arg, false),
+        Hypercall::BlockWrite => block_io(mem, host, config, arg, true),
+        Hypercall::BlockFlush => block_flush(mem, host, config, arg),
     };
     Action::Resume(match result {
         Ok(v) => v,
@@ -315,6 +364,77 @@ fn net_read(
     Ok(done as i64)
 }
 
+/// `BlockRead`/`BlockWrite`: checks the whole request before any I/O, in this order:
+/// the argument struct (readable and writable: `done` goes back), `_pad` zero
+/// (`Invalid`), a block device (`NoDevice`), a write to a read-only device
+/// (`ReadOnly`), `1 <= count <= BLOCK_IO_MAX_SECTORS` and `sector + count` within the
+/// capacity without overflow (`Invalid`), the buffer in guest memory with the access
+/// the transfer needs (`BadAddress`). Then moves everything or fails with `Io`.
+fn block_io(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    arg: GuestAddr,
+    write: bool,
+) -> Result<i64, HcError> {
+    let mut args: BlockIoArgs = get(mem, arg)?;
+    mem.check(
+        arg,
+        size_of::<BlockIoArgs>() as u64,
+        crate::memory::Access::Write,
+    )
+    .map_err(bad_address)?;
+    if args._pad != 0 {
+        return Err(HcError::Invalid);
+    }
+    let limits = config.block(args.device).ok_or(HcError::NoDevice)?;
+    if write && limits.read_only {
+        return Err(HcError::ReadOnly);
+    }
+    if args.count == 0 || args.count > BLOCK_IO_MAX_SECTORS {
+        return Err(HcError::Invalid);
+    }
+    let end = args
+        .sector
+        .checked_add(u64::from(args.count))
+        .ok_or(HcError::Invalid)?;
+    if end > limits.sectors {
+        return Err(HcError::Invalid);
+    }
+    let sector = u64::from(BLOCK_SECTOR_SIZE);
+    let offset = args.sector.checked_mul(sector).ok_or(HcError::Invalid)?;
+    let len = u64::from(args.count) * sector;
+    let device = args.device as usize;
+    if write {
+        let data = mem.read_bytes(args.data, len).map_err(bad_address)?;
+        host.block_write(device, offset, data)?;
+    } else {
+        // SAFETY: no other borrow of guest memory is alive while `buf` is: `args` was
+        // copied out, and `buf` is dropped before `put` below.
+        let buf = unsafe { mem.slice_mut(args.data, len) }.map_err(bad_address)?;
+        host.block_read(device, offset, buf)?;
+    }
+    args.done = args.count;
+    put(mem, arg, &args)?;
+    Ok(i64::from(args.count))
+}
+
+/// `BlockFlush`: a barrier (requests are served in order; see `BlockFlushArgs`).
+fn block_flush(
+    mem: &GuestMemory,
+    host: &mut impl Host,
+    config: DispatchConfig,
+    arg: GuestAddr,
+) -> Result<i64, HcError> {
+    let args: BlockFlushArgs = get(mem, arg)?;
+    if args._pad != 0 {
+        return Err(HcError::Invalid);
+    }
+    config.block(args.device).ok_or(HcError::NoDevice)?;
+    host.block_flush(args.device as usize)?;
+    Ok(0)
+}
+
 fn exit(mem: &GuestMemory, arg: GuestAddr) -> Action {
     match get::<ExitArgs>(mem, arg) {
         Ok(args) if args._pad == 0 => Action::Exit(args.status as u8),
@@ -419,6 +539,20 @@ fn trace_args(mem: &GuestMemory, out: &mut FmtBuf<512>, call: Hypercall, arg: Gu
                 a.done
             )
         }),
+        Hypercall::BlockRead | Hypercall::BlockWrite => get::<BlockIoArgs>(mem, arg).map(|a| {
+            write!(
+                out,
+                "device={}, sector={}, count={}, data={:#x}, done={}",
+                a.device,
+                a.sector,
+                a.count,
+                a.data.raw(),
+                a.done
+            )
+        }),
+        Hypercall::BlockFlush => {
+            get::<BlockFlushArgs>(mem, arg).map(|a| write!(out, "device={}", a.device))
+        }
         Hypercall::NetRead => get::<NetReadArgs>(mem, arg).map(|a| {
             write!(
                 out,
@@ -437,3 +571,6 @@ fn trace_args(mem: &GuestMemory, out: &mut FmtBuf<512>, call: Hypercall, arg: Gu
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod block_tests;

@@ -1,12 +1,14 @@
-//! The real [`Host`]: console output, clocks, waiting and tap I/O, made with exactly
-//! the syscalls the seccomp policy allows (`write` on fds 1 and 2 and the taps, `read`
-//! on the taps, `clock_gettime` with `CLOCK_MONOTONIC`/`CLOCK_REALTIME`, `ppoll` on at
-//! most the taps and no signal mask).
+//! The real [`Host`]: console output, clocks, waiting, tap and block I/O, made with
+//! exactly the syscalls the seccomp policy allows (`write` on fds 1 and 2 and the taps,
+//! `read` on the taps, `pread64`/`pwrite64` of at most `BLOCK_IO_MAX` bytes on the block
+//! files, `clock_gettime` with `CLOCK_MONOTONIC`/`CLOCK_REALTIME`, `ppoll` on at most
+//! the taps and no signal mask).
 //!
 //! Nothing here allocates, takes a lock or makes any other syscall: it runs after
 //! sealing, inside hypercalls and signal handlers. Both backends use it.
 
 use crate::dispatch::{Host, Stream};
+use crate::seccomp::policy::BLOCK_IO_MAX;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use septem_abi::manifest::MAX_DEVICES;
@@ -24,6 +26,12 @@ pub type TapTable = [RawFd; MAX_DEVICES];
 /// No taps at all.
 pub const NO_TAPS: TapTable = [-1; MAX_DEVICES];
 
+/// The block file fd of each device slot (`-1`: not a block device).
+pub type BlockTable = [RawFd; MAX_DEVICES];
+
+/// No block devices at all.
+pub const NO_BLOCKS: BlockTable = [-1; MAX_DEVICES];
+
 /// The process's console, clocks and taps.
 #[derive(Clone, Copy, Debug)]
 pub struct SysHost {
@@ -31,6 +39,7 @@ pub struct SysHost {
     stderr: RawFd,
     taps: TapTable,
     frame_max: [u32; MAX_DEVICES],
+    blocks: BlockTable,
 }
 
 impl Default for SysHost {
@@ -40,6 +49,7 @@ impl Default for SysHost {
             stderr: STDERR_FD,
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
+            blocks: NO_BLOCKS,
         }
     }
 }
@@ -59,6 +69,19 @@ impl SysHost {
             taps,
             frame_max: mtus.map(|mtu| mtu.saturating_add(14 + 4)),
             ..Self::default()
+        }
+    }
+
+    /// This host with device `i`'s sectors in the file `blocks[i]`.
+    #[must_use]
+    pub fn with_blocks(self, blocks: BlockTable) -> Self {
+        SysHost { blocks, ..self }
+    }
+
+    fn block(&self, device: usize) -> Result<RawFd, HcError> {
+        match self.blocks.get(device) {
+            Some(&fd) if fd >= 0 => Ok(fd),
+            _ => Err(HcError::NoDevice),
         }
     }
 
@@ -308,6 +331,66 @@ impl Host for SysHost {
         }
         got
     }
+
+    fn block_read(&mut self, device: usize, offset: u64, buf: &mut [u8]) -> Result<(), HcError> {
+        pread_all(self.block(device)?, offset, buf)
+    }
+
+    fn block_write(&mut self, device: usize, offset: u64, data: &[u8]) -> Result<(), HcError> {
+        pwrite_all(self.block(device)?, offset, data)
+    }
+
+    fn block_flush(&mut self, device: usize) -> Result<(), HcError> {
+        // Requests are served synchronously and in order: every earlier write has
+        // completed (and with `,sync`, O_DSYNC made each durable). `fsync` is not one
+        // of the policy's syscalls, so there is nothing more to do (docs/storage.md).
+        self.block(device).map(drop)
+    }
+}
+
+/// Reads all of `buf` from `fd` at `offset` with `pread64`, at most
+/// [`BLOCK_IO_MAX`] bytes per syscall, retrying short reads and `EINTR`. End of file
+/// before `buf` is full (the file shrank under us) is an I/O error.
+pub fn pread_all(fd: RawFd, mut offset: u64, buf: &mut [u8]) -> Result<(), HcError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let len = rest.len().min(BLOCK_IO_MAX as usize);
+        let off = i64::try_from(offset).map_err(|_| HcError::Io)?;
+        // SAFETY: `rest` is a valid, writable buffer of at least `len` bytes.
+        let n = unsafe { libc::pread64(fd, rest.as_mut_ptr().cast(), len, off) };
+        if n > 0 {
+            done += n as usize;
+            offset += n as u64;
+            continue;
+        }
+        if n == 0 || errno() != libc::EINTR {
+            return Err(HcError::Io);
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data` to `fd` at `offset` with `pwrite64`, at most
+/// [`BLOCK_IO_MAX`] bytes per syscall, retrying short writes and `EINTR`.
+pub fn pwrite_all(fd: RawFd, mut offset: u64, data: &[u8]) -> Result<(), HcError> {
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        let len = rest.len().min(BLOCK_IO_MAX as usize);
+        let off = i64::try_from(offset).map_err(|_| HcError::Io)?;
+        // SAFETY: `rest` is a valid, initialized buffer of at least `len` bytes.
+        let n = unsafe { libc::pwrite64(fd, rest.as_ptr().cast(), len, off) };
+        if n > 0 {
+            done += n as usize;
+            offset += n as u64;
+            continue;
+        }
+        if n == 0 || errno() != libc::EINTR {
+            return Err(HcError::Io);
+        }
+    }
+    Ok(())
 }
 
 /// One `read(2)` from a non-blocking tap: `Some(len)`, `None` when nothing waits.
@@ -406,6 +489,7 @@ mod tests {
             stderr: fds[1],
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
+            blocks: NO_BLOCKS,
         };
         assert_eq!(h.console_write(Stream::Stdout, b"x"), Err(HcError::Io));
         let err = write_all(fds[1], b"x").unwrap_err();
@@ -466,6 +550,50 @@ mod tests {
     }
 
     #[test]
+    fn block_files_are_read_and_written_in_place() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("septem-host-blk-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        // 3 MiB: requests larger than one syscall's bound are split.
+        let size = 3 << 20;
+        let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all(&pattern).unwrap();
+        let mut blocks = NO_BLOCKS;
+        blocks[3] = f.as_raw_fd();
+        let mut h = SysHost::new().with_blocks(blocks);
+        let mut buf = vec![0u8; size - 512];
+        h.block_read(3, 512, &mut buf).unwrap();
+        assert_eq!(&buf[..], &pattern[512..]);
+        let new = vec![0xa5u8; (1 << 20) + 1024];
+        h.block_write(3, 1024, &new).unwrap();
+        h.block_flush(3).unwrap();
+        let mut back = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), size);
+        assert_eq!(&back[..1024], &pattern[..1024]);
+        assert_eq!(&back[1024..1024 + new.len()], &new[..]);
+        assert_eq!(&back[1024 + new.len()..], &pattern[1024 + new.len()..]);
+        // Reading past the end of the file is an I/O error, not a short success.
+        let mut tail = [0u8; 1024];
+        assert_eq!(
+            h.block_read(3, size as u64 - 512, &mut tail),
+            Err(HcError::Io)
+        );
+        assert_eq!(h.block_read(2, 0, &mut tail), Err(HcError::NoDevice));
+        assert_eq!(h.block_write(99, 0, &tail), Err(HcError::NoDevice));
+        assert_eq!(h.block_flush(0), Err(HcError::NoDevice));
+    }
+
+    #[test]
     fn writes_everything_through_a_pipe() {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for two fds.
@@ -475,6 +603,7 @@ mod tests {
             stderr: fds[1],
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
+            blocks: NO_BLOCKS,
         };
         assert_eq!(h.console_write(Stream::Stdout, b"hello"), Ok(5));
         let mut buf = [0u8; 8];

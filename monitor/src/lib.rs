@@ -6,6 +6,7 @@
 //! boot area) are backend-independent and unit-tested without KVM.
 
 pub mod backend;
+pub mod block;
 pub mod boot;
 pub mod cli;
 pub mod dispatch;

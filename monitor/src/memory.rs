@@ -124,6 +124,10 @@ unsafe impl Pod for septem_abi::NetWriteArgs {}
 unsafe impl Pod for septem_abi::NetReadArgs {}
 // SAFETY: as above.
 unsafe impl Pod for septem_abi::NetFrame {}
+// SAFETY: as above.
+unsafe impl Pod for septem_abi::BlockIoArgs {}
+// SAFETY: as above.
+unsafe impl Pod for septem_abi::BlockFlushArgs {}
 // SAFETY: primitive integer.
 unsafe impl Pod for u64 {}
 

@@ -266,6 +266,8 @@ pub struct AttachedDevice {
     pub boot: BootDevice,
     /// The tap of a net device.
     pub tap: Option<OwnedFd>,
+    /// The disk image file of a block device.
+    pub block: Option<OwnedFd>,
 }
 
 /// The guest's devices, index `i` = device `i` of the manifest.
@@ -301,6 +303,53 @@ impl Devices {
             .collect()
     }
 
+    /// Bit `i` set: device `i` is a block device.
+    #[must_use]
+    pub fn block_mask(&self) -> u64 {
+        self.list
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.block.is_some())
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// The block device files' fds, for the seccomp policy's `block` class.
+    #[must_use]
+    pub fn block_fds(&self) -> Vec<RawFd> {
+        self.list
+            .iter()
+            .filter_map(|d| d.block.as_ref().map(AsRawFd::as_raw_fd))
+            .collect()
+    }
+
+    /// Per device slot: the capacity and read-only flag of a block device (for the
+    /// dispatcher's bounds checks); `sectors == 0` for other devices.
+    #[must_use]
+    pub fn block_limits(&self) -> [crate::dispatch::BlockLimits; MAX_DEVICES] {
+        let mut limits = [crate::dispatch::BlockLimits::NONE; MAX_DEVICES];
+        for (i, d) in self.list.iter().enumerate().take(MAX_DEVICES) {
+            if d.block.is_some() {
+                limits[i] = crate::dispatch::BlockLimits {
+                    sectors: d.boot.block.sectors,
+                    read_only: d.boot.block.flags & septem_abi::BLOCK_READ_ONLY != 0,
+                };
+            }
+        }
+        limits
+    }
+
+    /// Per device slot: its block file's fd, or -1.
+    #[must_use]
+    pub fn host_blocks(&self) -> crate::host::BlockTable {
+        let mut blocks = crate::host::NO_BLOCKS;
+        for (i, d) in self.list.iter().enumerate().take(MAX_DEVICES) {
+            if let Some(fd) = &d.block {
+                blocks[i] = fd.as_raw_fd();
+            }
+        }
+        blocks
+    }
+
     /// Per device slot: its tap fd (or -1) and its MTU (for the [`crate::host::SysHost`]).
     #[must_use]
     pub fn host_taps(&self) -> (TapTable, [u32; MAX_DEVICES]) {
@@ -315,11 +364,11 @@ impl Devices {
         (taps, mtus)
     }
 
-    /// The host for the sealed monitor: console, clocks and these taps.
+    /// The host for the sealed monitor: console, clocks, these taps and block files.
     #[must_use]
     pub fn sys_host(&self) -> crate::host::SysHost {
         let (taps, mtus) = self.host_taps();
-        crate::host::SysHost::with_taps(taps, mtus)
+        crate::host::SysHost::with_taps(taps, mtus).with_blocks(self.host_blocks())
     }
 }
 
@@ -423,16 +472,20 @@ mod tests {
                         ..BootDevice::default()
                     },
                     tap: None,
+                    block: None,
                 },
                 AttachedDevice {
                     boot: net_boot_device("service", cfg),
                     tap: None,
+                    block: None,
                 },
             ],
         };
         assert_eq!(d.net_mask(), 0b10);
         assert_eq!(d.boot_table()[1].name_str(), "service");
         assert!(d.tap_fds().is_empty());
+        assert!(d.block_fds().is_empty());
+        assert_eq!(d.block_mask(), 0);
         assert_eq!(d.host_taps().0, NO_TAPS);
     }
 }

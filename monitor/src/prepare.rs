@@ -4,6 +4,7 @@
 //! [`RunError`] with its exit status, reported the same way on both backends.
 
 use crate::backend::GuestSpec;
+use crate::block;
 use crate::boot::boot_area_size;
 use crate::cli::{DeviceOpt, RunOptions};
 use crate::dispatch::DispatchConfig;
@@ -37,8 +38,7 @@ pub fn load_image(path: &Path) -> Result<(Vec<u8>, Image), RunError> {
 
 /// Matches the device options against the devices the manifest declares: every option
 /// must name a declared device of the same kind, and every declared device must be
-/// given. Returns each declared device's option, in manifest order. Block devices are
-/// not supported yet, so an image declaring one is refused.
+/// given. Returns each declared device's option, in manifest order.
 pub fn match_devices<'a>(
     manifest: &Manifest,
     given: &'a [DeviceOpt],
@@ -85,24 +85,21 @@ pub fn match_devices<'a>(
     }
     let mut matched = Vec::with_capacity(declared.len());
     for (name, kind) in &declared {
-        match kind {
-            Some(DeviceKind::Net) => {}
-            Some(kind) => {
-                let kind = kind.name();
-                return Err(RunError::Config(format!(
-                    "image declares {kind} device '{name}'; this septem-run does not support {kind} devices yet"
-                )));
-            }
+        let missing = match kind {
+            Some(DeviceKind::Net) => format!(
+                "image declares net device '{name}' but no --net:{name}=TAP is given; add --net:{name}=TAP naming an existing tap interface (see docs/networking.md)"
+            ),
+            Some(DeviceKind::Block) => format!(
+                "image declares block device '{name}' but no --block:{name}=FILE is given; add --block:{name}=FILE[,ro] naming a disk image (see docs/storage.md)"
+            ),
             None => {
                 return Err(RunError::Config(format!(
                     "image declares device '{name}' of a kind this septem-run does not know"
                 )))
             }
-        }
+        };
         let Some(opt) = given.iter().find(|o| o.name == *name) else {
-            return Err(RunError::Config(format!(
-                "image declares net device '{name}' but no --net:{name}=TAP is given; add --net:{name}=TAP naming an existing tap interface (see docs/networking.md)"
-            )));
+            return Err(RunError::Config(missing));
         };
         matched.push(opt);
     }
@@ -111,10 +108,28 @@ pub fn match_devices<'a>(
 
 /// Attaches the matched devices (see [`match_devices`]): opens each net device's tap
 /// and builds its configuration (MAC given or random, MTU from the tap, address,
-/// gateway, `dns`).
+/// gateway, `dns`); opens each block device's file ([`block::open_block`]).
 pub fn attach_devices(matched: &[&DeviceOpt], dns: Option<Ipv4Addr>) -> Result<Devices, RunError> {
     let mut devices = Devices::default();
     for opt in matched {
+        if opt.kind == DeviceKind::Block {
+            let file =
+                block::open_block(&opt.name, &opt.target, opt.block.read_only, opt.block.sync)?;
+            tracing::debug!(
+                device = %opt.name,
+                file = %opt.target,
+                sectors = file.sectors,
+                read_only = file.read_only,
+                sync = opt.block.sync,
+                "block device attached"
+            );
+            devices.list.push(AttachedDevice {
+                boot: block::block_boot_device(&opt.name, &file),
+                tap: None,
+                block: Some(file.fd),
+            });
+            continue;
+        }
         let tap = net::attach_tap(&opt.target)?;
         if !tap.up {
             tracing::warn!(
@@ -157,6 +172,7 @@ pub fn attach_devices(matched: &[&DeviceOpt], dns: Option<Ipv4Addr>) -> Result<D
         devices.list.push(AttachedDevice {
             boot: net::net_boot_device(&opt.name, config),
             tap: Some(tap.fd),
+            block: None,
         });
     }
     Ok(devices)
@@ -218,6 +234,7 @@ pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<Gue
         dispatch: DispatchConfig {
             trace: opts.trace,
             net_devices: devices.net_mask(),
+            blocks: devices.block_limits(),
         },
         devices,
     })
@@ -321,6 +338,7 @@ mod tests {
             name: name.into(),
             target: tap.into(),
             net: crate::cli::NetParams::default(),
+            block: crate::cli::BlockParams::default(),
         }
     }
 
@@ -387,6 +405,7 @@ mod tests {
                 name: "service".into(),
                 target: "disk.img".into(),
                 net: crate::cli::NetParams::default(),
+                block: crate::cli::BlockParams::default(),
             }],
             ..opts(&img.0)
         };
@@ -414,14 +433,56 @@ mod tests {
     }
 
     #[test]
-    fn block_devices_are_refused_for_now() {
-        let img = temp_image("blk", &manifest(&[(DeviceKind::Block, "disk")], 0));
+    fn block_devices_are_attached() {
+        let img = temp_image(
+            "blk",
+            &manifest(&[(DeviceKind::Net, "n"), (DeviceKind::Block, "disk")], 0),
+        );
+        let mut o = opts(&img.0);
+        o.devices = vec![DeviceOpt {
+            kind: DeviceKind::Block,
+            name: "disk".into(),
+            target: "x.img".into(),
+            net: crate::cli::NetParams::default(),
+            block: crate::cli::BlockParams::default(),
+        }];
+        // Without --net:n the net device is missing; the block device alone is not enough.
+        let e = prepare_with_host_limit(&o, u64::MAX).unwrap_err();
+        assert!(e.to_string().contains("no --net:n=TAP"), "{e}");
+        let img = temp_image("blk2", &manifest(&[(DeviceKind::Block, "disk")], 0));
         let e = prepare_with_host_limit(&opts(&img.0), u64::MAX).unwrap_err();
         assert_eq!(e.exit_status(), exit_status::BAD_CONFIG);
         assert_eq!(
             e.to_string(),
-            "image declares block device 'disk'; this septem-run does not support block devices yet"
+            "image declares block device 'disk' but no --block:disk=FILE is given; add --block:disk=FILE[,ro] naming a disk image (see docs/storage.md)"
         );
+        let disk = img.0.with_extension("img");
+        std::fs::write(&disk, vec![0u8; 8192]).unwrap();
+        let mut o = opts(&img.0);
+        o.devices = vec![DeviceOpt {
+            kind: DeviceKind::Block,
+            name: "disk".into(),
+            target: disk.to_str().unwrap().into(),
+            net: crate::cli::NetParams::default(),
+            block: crate::cli::BlockParams {
+                read_only: true,
+                sync: false,
+            },
+        }];
+        let spec = prepare_with_host_limit(&o, u64::MAX).unwrap();
+        let _ = std::fs::remove_file(&disk);
+        let table = spec.devices.boot_table();
+        assert_eq!(table[0].block.sectors, 16);
+        assert_eq!(table[0].block.flags, septem_abi::BLOCK_READ_ONLY);
+        assert_eq!(spec.devices.block_fds().len(), 1);
+        assert_eq!(
+            spec.dispatch.block(0),
+            Some(crate::dispatch::BlockLimits {
+                sectors: 16,
+                read_only: true
+            })
+        );
+        assert_eq!(spec.dispatch.net_devices, 0);
     }
 
     #[test]

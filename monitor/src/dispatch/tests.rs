@@ -71,6 +71,7 @@ impl Host for FakeHost {
 const NET_CFG: DispatchConfig = DispatchConfig {
     trace: false,
     net_devices: 0b10,
+    blocks: [BlockLimits::NONE; MAX_DEVICES],
 };
 
 const BASE: u64 = 0x10_0000;
@@ -214,7 +215,7 @@ fn unknown_numbers_are_unsupported() {
     let mut buf = vec![0u8; 0x3000];
     let m = guest(&mut buf);
     let mut host = FakeHost::default();
-    for nr in [0u64, 7, 0x12, 0x20, u64::MAX] {
+    for nr in [0u64, 7, 0x12, 0x23, u64::MAX] {
         let a = dispatch(
             &m,
             &mut host,

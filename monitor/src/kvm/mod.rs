@@ -176,8 +176,9 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         exit_group(exit_status::HOST_SETUP)
     };
     let clocks = (crate::host::monotonic_ns(), crate::host::wall_ns());
-    // The tap fds were opened before the fork (so attach errors reach the user from
-    // the parent, as on the seccomp backend); this process inherited them.
+    // The tap and block fds were opened before the fork (so attach errors reach the
+    // user from the parent, as on the seccomp backend); this process inherited them
+    // (fork keeps fds; O_CLOEXEC only closes them on exec).
     let mut p = match vm::prepare(
         &guest.image,
         &guest.image_bytes,
@@ -192,6 +193,7 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
     };
     let fds = SealFds {
         tap: guest.devices.tap_fds(),
+        block: guest.devices.block_fds(),
         vcpu: Some(p.machine.vcpu.as_raw_fd()),
         control: Some(control),
         ..SealFds::console_only()

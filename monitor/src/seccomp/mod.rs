@@ -36,9 +36,9 @@ pub use filter::FilterError;
 pub struct SealFds {
     /// Console output (normally 1 and 2).
     pub console: Vec<RawFd>,
-    /// Tap devices (none yet).
+    /// Tap devices.
     pub tap: Vec<RawFd>,
-    /// Block device files (none yet).
+    /// Block device files.
     pub block: Vec<RawFd>,
     /// The vCPU fd (kvm backend).
     pub vcpu: Option<RawFd>,

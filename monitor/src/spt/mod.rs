@@ -99,12 +99,13 @@ impl Backend for SptBackend {
         drop((image_bytes, args, env, boot_devices));
         let fds = SealFds {
             tap: devices.tap_fds(),
+            block: devices.block_fds(),
             ..SealFds::console_only()
         };
         let program = seccomp::compile(BackendKind::Seccomp, &fds)
             .map_err(|e| setup("cannot build the seccomp filter")(io::Error::other(e)))?;
         let sys_host = devices.sys_host();
-        // The tap fds must stay open for the guest's life: the process ends with
+        // The tap and block fds must stay open for the guest's life: the process ends with
         // exit_group, so they are simply never closed.
         std::mem::forget(devices);
         let image: &'static Image = Box::leak(Box::new(image));
