@@ -106,3 +106,23 @@ pub fn memory_layout() -> Option<MemoryLayout> {
         stack_size: b.stack_size,
     })
 }
+
+/// The attached devices (`BootInfo::devices`), in manifest order; empty before boot.
+#[must_use]
+pub fn devices() -> &'static [septem_abi::BootDevice] {
+    let Some(b) = boot_info() else {
+        return &[];
+    };
+    if b.devices.is_null() || b.device_count == 0 {
+        return &[];
+    }
+    // SAFETY: the monitor's contract (abi/src/boot.rs) is that `devices` points at
+    // `device_count` BootDevice entries in the boot area, live and unchanged for the
+    // guest's whole life.
+    unsafe {
+        core::slice::from_raw_parts(
+            b.devices.raw() as *const septem_abi::BootDevice,
+            b.device_count as usize,
+        )
+    }
+}

@@ -27,10 +27,12 @@
 
 extern crate alloc;
 
+pub mod block;
 pub mod boot;
 pub mod console;
 pub mod entry;
 pub mod env;
+pub mod fs;
 pub mod heap;
 pub mod hypercall;
 pub mod mem;
