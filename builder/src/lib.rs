@@ -6,8 +6,10 @@
 //!   image's manifest note and writes the `.septem` image;
 //! - [`inspect`]: a readable (or JSON) report about an image;
 //! - [`runner`]: finds (or builds) `septem-run` to run an image;
+//! - [`disk`]: block device images from folders (tar archives, `docs/storage.md`);
 //! - [`oci`]: packages images as OCI images, pushes and pulls them (`docs/oci.md`).
 
+pub mod disk;
 pub mod flags;
 pub mod guest;
 pub mod inspect;

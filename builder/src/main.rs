@@ -57,6 +57,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a block device image from a folder: a tar archive the libOS mounts as a
+    /// read-only file tree (septem_libos::fs); see docs/storage.md.
+    Disk {
+        /// The folder to pack.
+        dir: PathBuf,
+        /// The image file to write (e.g. site.img).
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+        /// Pad the image to SIZE (e.g. 64M; a multiple of 512, at least the archive).
+        #[arg(long, value_name = "SIZE", value_parser = septem_build::disk::parse_size)]
+        size: Option<u64>,
+        /// Same bytes for the same contents: mtimes $SOURCE_DATE_EPOCH (or 0), modes 0644/0755.
+        #[arg(long)]
+        reproducible: bool,
+    },
     /// Compile an app crate into a Septem image (ELF + finalized manifest).
     Build {
         #[command(flatten)]
@@ -466,6 +481,26 @@ fn run(spec: &RunSpec<'_>) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn disk(dir: &Path, output: &Path, size: Option<u64>, reproducible: bool) -> anyhow::Result<()> {
+    let d = septem_build::disk::make_disk(&septem_build::disk::DiskOptions {
+        dir: dir.to_path_buf(),
+        output: output.to_path_buf(),
+        size,
+        reproducible,
+    })?;
+    println!(
+        "{}: {} bytes ({} sectors; archive {} bytes): {} files, {} directories, {} links",
+        output.display(),
+        d.size,
+        d.size / 512,
+        d.archive_size,
+        d.files,
+        d.dirs,
+        d.symlinks
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -508,6 +543,12 @@ fn main() -> ExitCode {
         )
         .map(|()| ExitCode::SUCCESS),
         Command::Inspect { image, json } => inspect(image, *json).map(|()| ExitCode::SUCCESS),
+        Command::Disk {
+            dir,
+            output,
+            size,
+            reproducible,
+        } => disk(dir, output, *size, *reproducible).map(|()| ExitCode::SUCCESS),
         Command::Run {
             build,
             backend,
