@@ -20,6 +20,7 @@
 mod config;
 mod device;
 mod poll;
+pub mod server;
 mod stack;
 mod tcp;
 mod udp;
@@ -28,6 +29,7 @@ pub use config::{Addressing, ConfigError, NetSettings};
 pub use core::net::{Ipv4Addr, SocketAddrV4};
 pub use device::DeviceStats;
 pub use poll::{Event, Interest, Poller, Source, Token};
+pub use server::{Conn, Flow, Handler, Server, ServerError, ServerOptions};
 pub use stack::TcpOptions;
 pub use tcp::{Shutdown, TcpListener, TcpStream};
 pub use udp::UdpSocket;

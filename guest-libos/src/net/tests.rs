@@ -289,3 +289,195 @@ fn back_to_back_tcp_udp_ping() {
     assert!(stats.rx_frames > 200 && stats.tx_frames > 200, "{stats:?}");
     assert!(stats.tx_calls * 2 < stats.tx_frames, "{stats:?}");
 }
+
+/// A line protocol over [`Server`]: a line is answered in upper case; `big` streams
+/// `BIG` bytes in pieces; `bye` answers and closes; `stop` shuts the server down.
+#[derive(Default)]
+struct Lines {
+    rounds: usize,
+    commits: usize,
+    /// Answers produced since the last `before_send` (must be 0 when sending).
+    uncommitted: usize,
+}
+
+#[derive(Default)]
+struct LineState {
+    left: usize,
+}
+
+const BIG: usize = 300_000;
+
+fn big_byte(i: usize) -> u8 {
+    (i * 13 % 251) as u8
+}
+
+impl server::Handler for Lines {
+    type State = LineState;
+
+    fn input(&mut self, c: &mut server::Conn<LineState>) -> server::Flow {
+        let mut used = 0;
+        let mut flow = server::Flow::Continue;
+        while !c.streaming {
+            let Some(nl) = c.input[used..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line = c.input[used..used + nl].to_vec();
+            used += nl + 1;
+            self.uncommitted += 1;
+            match line.as_slice() {
+                b"big" => {
+                    c.state.left = BIG;
+                    c.streaming = true;
+                }
+                b"bye" => {
+                    c.output.extend_from_slice(b"bye\n");
+                    flow = server::Flow::Close;
+                    break;
+                }
+                b"stop" => {
+                    flow = server::Flow::Shutdown;
+                    break;
+                }
+                l => {
+                    c.output.extend(l.iter().map(u8::to_ascii_uppercase));
+                    c.output.push(b'\n');
+                }
+            }
+        }
+        if flow == server::Flow::Continue {
+            c.input.drain(..used);
+        }
+        flow
+    }
+
+    fn more_output(&mut self, c: &mut server::Conn<LineState>) -> server::Flow {
+        let n = c.state.left.min(10_000);
+        let start = BIG - c.state.left;
+        c.output.extend((start..start + n).map(big_byte));
+        c.state.left -= n;
+        c.streaming = c.state.left > 0;
+        server::Flow::Continue
+    }
+
+    fn before_send(&mut self) -> core::result::Result<(), String> {
+        self.commits += 1;
+        self.uncommitted = 0;
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        assert_eq!(self.uncommitted, 0, "input handled outside a round");
+        self.rounds += 1;
+    }
+}
+
+#[test]
+fn server_serves_pipelined_streamed_and_closing_clients() {
+    let _serial = testing::lock();
+    const CLIENTS: usize = 12;
+    let guest = std::thread::spawn(|| {
+        let listener = TcpListener::bind(8080).map_err(|e| e.to_string())?;
+        let mut srv = Server::new(
+            listener,
+            ServerOptions {
+                max_pending_output: 64 * 1024,
+                tick: Some(core::time::Duration::from_millis(100)),
+                log: false,
+                name: "lines",
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut h = Lines::default();
+        srv.run(&mut h).map_err(|e| e.to_string())?;
+        Ok::<_, String>((h.rounds, h.commits))
+    });
+    let mut p = peer();
+    let connect = |p: &mut Stack<PeerIo>, port: u16| {
+        let s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 16384]),
+        );
+        let h = p.sockets.add(s);
+        let cx = p.iface.context();
+        p.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, IpEndpoint::new(IpAddress::Ipv4(GUEST), 8080), port)
+            .unwrap();
+        h
+    };
+    // Pipelined lines around a streamed answer, on many connections at once.
+    let request = b"one\ntwo\nbig\nthree\npartial";
+    let mut want = b"ONE\nTWO\n".to_vec();
+    want.extend((0..BIG).map(big_byte));
+    want.extend_from_slice(b"THREE\nPARTIAL\n");
+    let handles: Vec<SocketHandle> = (0..CLIENTS)
+        .map(|i| connect(&mut p, 41000 + i as u16))
+        .collect();
+    let mut sent = [0usize; CLIENTS];
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); CLIENTS];
+    drive(&mut p, StdDuration::from_secs(60), |p| {
+        let mut all = true;
+        for (i, &h) in handles.iter().enumerate() {
+            let s = p.sockets.get_mut::<tcp::Socket>(h);
+            if s.can_send() && sent[i] < request.len() {
+                sent[i] += s.send_slice(&request[sent[i]..]).unwrap();
+            }
+            // The end of the last line comes once the streamed answer is in.
+            if s.can_send() && sent[i] == request.len() && got[i].len() >= want.len() - 14 {
+                s.send_slice(b"\n").unwrap();
+                sent[i] += 1;
+            }
+            while s.can_recv() {
+                s.recv(|d| {
+                    got[i].extend_from_slice(d);
+                    (d.len(), ())
+                })
+                .unwrap();
+            }
+            all &= got[i].len() >= want.len();
+        }
+        all
+    });
+    for g in &got {
+        assert!(g == &want, "answer differs ({} bytes)", g.len());
+    }
+    // `bye` is answered, then the server closes that connection.
+    let h = handles[0];
+    p.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(b"bye\nlost\n")
+        .unwrap();
+    let mut tail = Vec::new();
+    drive(&mut p, StdDuration::from_secs(20), |p| {
+        let s = p.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|d| {
+                tail.extend_from_slice(d);
+                (d.len(), ())
+            })
+            .unwrap();
+        }
+        !s.may_recv()
+            && matches!(
+                s.state(),
+                tcp::State::CloseWait
+                    | tcp::State::Closed
+                    | tcp::State::TimeWait
+                    | tcp::State::LastAck
+            )
+    });
+    assert_eq!(tail, b"bye\n");
+    // `stop` ends the server; every other connection sees FIN.
+    p.sockets
+        .get_mut::<tcp::Socket>(handles[1])
+        .send_slice(b"stop\n")
+        .unwrap();
+    drive(&mut p, StdDuration::from_secs(20), |p| {
+        handles[2..]
+            .iter()
+            .all(|&h| !p.sockets.get_mut::<tcp::Socket>(h).may_recv())
+            && guest.is_finished()
+    });
+    let (rounds, commits) = guest.join().expect("guest thread").expect("server");
+    assert_eq!(rounds, commits, "one before_send per round");
+}
