@@ -383,6 +383,8 @@ pub enum After {
     Continue,
     /// Close once the reply is sent (QUIT).
     Close,
+    /// Close every connection and stop the server (SHUTDOWN; no reply, like Redis).
+    Shutdown,
 }
 
 fn arity_ok(name: &[u8], argc: usize) -> Option<bool> {
@@ -415,6 +417,7 @@ fn arity_ok(name: &[u8], argc: usize) -> Option<bool> {
         (b"quit", -1),
         (b"client", -2),
         (b"hello", -1),
+        (b"shutdown", -1),
     ];
     let (_, a) = TABLE.iter().find(|(n, _)| name.eq_ignore_ascii_case(n))?;
     let argc = argc as i32;
@@ -599,7 +602,7 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
         },
         "command" => {
             if args.len() > 1 && args[1].eq_ignore_ascii_case(b"count") {
-                o.int(27);
+                o.int(28);
             } else {
                 o.array(0);
             }
@@ -653,6 +656,18 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
         "quit" => {
             o.ok();
             return After::Close;
+        }
+        "shutdown" => {
+            // Nothing is persisted, so SAVE/NOSAVE make no difference; NOW and FORCE
+            // are what the server does anyway.
+            let known: &[&[u8]] = &[b"nosave", b"save", b"now", b"force"];
+            if args[1..]
+                .iter()
+                .all(|a| known.iter().any(|k| a.eq_ignore_ascii_case(k)))
+            {
+                return After::Shutdown;
+            }
+            o.err("ERR syntax error");
         }
         _ => o.err("ERR internal: command in table but not implemented"),
     }
@@ -906,6 +921,20 @@ mod tests {
         assert!(cmd(&mut s, &["INFO"], 0).contains("redis_version"));
         assert_eq!(cmd(&mut s, &["ECHO", "hi"], 0), "$2\r\nhi\r\n");
         assert_eq!(run(&mut s, b"QUIT\r\nPING\r\n", 0), "+OK\r\n");
+        let mut out = Vec::new();
+        assert_eq!(
+            execute(&mut s, &[b"SHUTDOWN"], 0, &mut out),
+            After::Shutdown
+        );
+        assert_eq!(
+            execute(&mut s, &[b"shutdown", b"NOSAVE", b"now"], 0, &mut out),
+            After::Shutdown
+        );
+        assert!(out.is_empty(), "SHUTDOWN does not reply");
+        assert_eq!(
+            cmd(&mut s, &["SHUTDOWN", "LATER"], 0),
+            "-ERR syntax error\r\n"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `kv`: an in-memory key-value server unikernel speaking RESP2, enough for `redis-cli`
 //! and `redis-benchmark`: strings, counters, expiry, MGET/MSET, KEYS, pipelining,
-//! inline commands, many concurrent clients.
+//! inline commands, many concurrent clients. `SHUTDOWN` closes every connection
+//! (FIN after what was already sent) and ends the guest with status 0.
 //!
 //! ```text
 //! septem-run --net:service=tap0 --net-ip:service=10.0.7.2/24 kv.septem [--port 6379] [--log]
@@ -27,6 +28,8 @@ struct Conn {
     output: Vec<u8>,
     sent: usize,
     closing: bool,
+    /// The client sent SHUTDOWN.
+    shutdown: bool,
     interest: Interest,
 }
 
@@ -106,6 +109,11 @@ fn main() -> Result<(), String> {
             };
             let keep = service(c, &mut store, &mut args, now, log)
                 && update_interest(c, &poller, ev.token);
+            if c.shutdown {
+                println!("kv: SHUTDOWN from {}", c.peer);
+                close_all(&mut conns);
+                return Ok(());
+            }
             if !keep {
                 if log {
                     println!("{}: closed", c.peer);
@@ -151,6 +159,7 @@ fn accept_all(
                     output: Vec::new(),
                     sent: 0,
                     closing: false,
+                    shutdown: false,
                     interest: Interest::READABLE,
                 });
             }
@@ -230,8 +239,13 @@ fn run_commands(
                 if log {
                     println!("{}: {}", c.peer, String::from_utf8_lossy(argv[0]));
                 }
-                if execute(store, &argv, now, &mut c.output) == After::Close {
-                    c.closing = true;
+                match execute(store, &argv, now, &mut c.output) {
+                    After::Continue => {}
+                    After::Close => c.closing = true,
+                    After::Shutdown => {
+                        c.closing = true;
+                        c.shutdown = true;
+                    }
                 }
             }
             Err(e) => {
@@ -246,6 +260,20 @@ fn run_commands(
         c.input.clear();
     } else {
         c.input.drain(..used);
+    }
+}
+
+/// Closes every connection (FIN after the data already queued in the stack) and runs
+/// the stack until the peers have closed too, for at most a second.
+fn close_all(conns: &mut [Option<Conn>]) {
+    for c in conns.iter().flatten() {
+        let _ = c.stream.shutdown(net::Shutdown::Write);
+    }
+    let start = time::Instant::now();
+    while conns.iter().flatten().any(|c| c.stream.is_open())
+        && start.elapsed() < core::time::Duration::from_secs(1)
+    {
+        let _ = net::poll(Some(core::time::Duration::from_millis(10)));
     }
 }
 
