@@ -31,7 +31,7 @@ use std::time::Duration;
 
 /// Blobs at least this large get percentage lines on stderr.
 const PROGRESS_MIN: u64 = 1 << 20;
-/// Upload chunk size.
+/// Size of the pieces a blob is read and streamed in (progress granularity).
 const CHUNK: usize = 1 << 20;
 
 /// Options shared by push and pull.
@@ -99,6 +99,8 @@ fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
         read_timeout: Some(Duration::from_secs(120)),
         platform_resolver: Some(Box::new(linux_amd64_resolver)),
         user_agent: concat!("septem-build/", env!("CARGO_PKG_VERSION")),
+        // One POST + one streamed PUT per blob (not POST, PATCH per 4 MiB, PUT).
+        use_monolithic_push: true,
         ..ClientConfig::default()
     })
 }
