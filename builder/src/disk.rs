@@ -366,10 +366,12 @@ pub fn make_disk(opts: &DiskOptions) -> Result<DiskImage, DiskError> {
         p.w.put(&[0u8; 1024]).map_err(io_err(&tmp))?;
         let archive = p.w.written;
         let size = match opts.size {
-            Some(s) if s < archive => return Err(DiskError::Size(format!(
+            Some(s) if s < archive => {
+                return Err(DiskError::Size(format!(
                 "the archive needs {archive} bytes, more than --size {s}; give at least --size {}",
                 archive.div_ceil(1 << 20) << 20
-            ))),
+            )))
+            }
             Some(s) => s,
             None => archive,
         };
