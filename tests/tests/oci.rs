@@ -838,3 +838,65 @@ fn auth_from_flags_and_docker_config() {
     .expect_status(0);
     assert!(out.join("index.json").exists());
 }
+
+#[test]
+fn disks_ship_in_the_layer() {
+    if !have_registry() {
+        return;
+    }
+    let image = guest("block_rw"); // declares block devices `disk` and `ro`
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = tmp.path().join("disk.img");
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&disk, &data).expect("disk");
+    let layout = tmp.path().join("block.oci");
+    let disk_arg = format!("disk={}", disk.display());
+    sb(&[
+        "package",
+        s(&image),
+        "--tag",
+        "block:1",
+        "--disk",
+        &disk_arg,
+        "--out",
+        s(&layout),
+    ])
+    .expect_status(0);
+    let reg = Registry::start(None);
+    let reference = reg.reference("septem/block:1");
+    sb(&["push", "-q", s(&layout), &reference]).expect_status(0);
+    let out = tmp.path().join("pulled.oci");
+    let extract = tmp.path().join("x");
+    sb(&[
+        "pull",
+        "-q",
+        &reference,
+        "--out",
+        s(&out),
+        "--extract",
+        s(&extract),
+    ])
+    .expect_status(0);
+    assert_eq!(
+        std::fs::read(extract.join("disks/disk.img")).expect("disk"),
+        data
+    );
+    let facts = std::fs::read_to_string(extract.join("septem.json")).expect("septem.json");
+    assert!(facts.contains("/unikernel/disks/disk.img"), "{facts}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            out.join("blobs/sha256")
+                .join(manifest_digest(&out).trim_start_matches("sha256:")),
+        )
+        .expect("manifest"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(
+        manifest["annotations"]["org.septem.unikernel.disks"],
+        "disk=/unikernel/disks/disk.img"
+    );
+    assert_eq!(
+        manifest["annotations"]["org.septem.unikernel.devices"],
+        "block:disk,block:ro"
+    );
+}
