@@ -25,6 +25,8 @@ pub enum Status {
     Ok,
     /// 400
     BadRequest,
+    /// 403
+    Forbidden,
     /// 404
     NotFound,
     /// 405
@@ -48,6 +50,7 @@ impl Status {
         match self {
             Status::Ok => 200,
             Status::BadRequest => 400,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::PayloadTooLarge => 413,
@@ -64,6 +67,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::PayloadTooLarge => "Payload Too Large",
@@ -427,6 +431,127 @@ pub fn http_date(unix_secs: u64, out: &mut [u8; 29]) -> &str {
     core::str::from_utf8(&out[..len]).unwrap_or("")
 }
 
+// ---- files from a block device ----------------------------------------------------
+
+/// Where a request path points in a file tree: the decoded path (no leading `/`), or
+/// why it cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilePath {
+    /// A path inside the tree ("" is the root). `dir` when it ended with `/`.
+    Path {
+        /// The decoded path, components joined by `/`, no leading or trailing `/`.
+        path: alloc::string::String,
+        /// The request path ended with `/` (look for `index.html` in it).
+        dir: bool,
+    },
+    /// `..`, a NUL, bad percent-encoding or a non-UTF-8 result: answer 400 (`..`: 403).
+    Refused(Status),
+}
+
+/// Decodes `%XX` escapes and normalizes a request path for a file-tree lookup:
+/// empty and `.` components are dropped; `..` (also encoded) is refused with 403,
+/// a NUL or bad escape with 400.
+#[must_use]
+pub fn file_path(path: &str) -> FilePath {
+    let bytes = path.as_bytes();
+    let mut dec = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => dec.push((h * 16 + l) as u8),
+                _ => return FilePath::Refused(Status::BadRequest),
+            }
+            i += 3;
+        } else {
+            dec.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let Ok(dec) = alloc::string::String::from_utf8(dec) else {
+        return FilePath::Refused(Status::BadRequest);
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in dec.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return FilePath::Refused(Status::Forbidden),
+            c if c.contains('\0') || c.contains('\\') => {
+                return FilePath::Refused(Status::BadRequest)
+            }
+            c => parts.push(c),
+        }
+    }
+    FilePath::Path {
+        path: parts.join("/"),
+        dir: dec.ends_with('/') || parts.is_empty(),
+    }
+}
+
+/// `Content-Type` for a file name, by extension (`application/octet-stream` if
+/// unknown).
+#[must_use]
+pub fn content_type(name: &str) -> &'static str {
+    let ext = match name.rsplit_once('.') {
+        Some((_, e)) if !e.contains('/') => e,
+        _ => "",
+    };
+    let lower = |s: &str| s.to_ascii_lowercase();
+    match lower(ext).as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "mp4" => "video/mp4",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Appends the head of a `200 OK` for a file of `len` bytes modified at `mtime`
+/// (seconds since the epoch; 0: no `Last-Modified`). The body follows separately.
+pub fn write_file_head(
+    out: &mut Vec<u8>,
+    content_type: &str,
+    len: u64,
+    mtime: u64,
+    keep_alive: bool,
+    date: &str,
+) {
+    let mut w = VecWriter(out);
+    let _ = w.write_str("HTTP/1.1 200 OK\r\nServer: septem-httpd\r\n");
+    if !date.is_empty() {
+        let _ = write!(w, "Date: {date}\r\n");
+    }
+    if mtime != 0 {
+        let mut buf = [0u8; 29];
+        let _ = write!(w, "Last-Modified: {}\r\n", http_date(mtime, &mut buf));
+    }
+    let _ = write!(
+        w,
+        "Content-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: {}\r\n\r\n",
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+}
+
 struct VecWriter<'a>(&'a mut Vec<u8>);
 
 impl core::fmt::Write for VecWriter<'_> {
@@ -635,6 +760,66 @@ mod tests {
         assert_eq!(
             http_date(1_709_251_199, &mut b),
             "Thu, 29 Feb 2024 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn file_paths() {
+        let p = |path: &str, dir: bool| FilePath::Path {
+            path: path.into(),
+            dir,
+        };
+        assert_eq!(file_path("/"), p("", true));
+        assert_eq!(file_path("/a/b.html"), p("a/b.html", false));
+        assert_eq!(file_path("//a/./b/"), p("a/b", true));
+        assert_eq!(file_path("/with%20space.txt"), p("with space.txt", false));
+        assert_eq!(file_path("/%C3%A9t%C3%A9"), p("été", false));
+        assert_eq!(file_path("/a/../b"), FilePath::Refused(Status::Forbidden));
+        assert_eq!(
+            file_path("/%2e%2e/etc"),
+            FilePath::Refused(Status::Forbidden)
+        );
+        assert_eq!(file_path("/a/%2E%2E"), FilePath::Refused(Status::Forbidden));
+        assert_eq!(file_path("/a%00b"), FilePath::Refused(Status::BadRequest));
+        assert_eq!(file_path("/a%zz"), FilePath::Refused(Status::BadRequest));
+        assert_eq!(file_path("/a%2"), FilePath::Refused(Status::BadRequest));
+        assert_eq!(file_path("/%ff"), FilePath::Refused(Status::BadRequest));
+        assert_eq!(
+            file_path("/a%5c..%5cb"),
+            FilePath::Refused(Status::BadRequest)
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("a/index.HTML"), "text/html; charset=utf-8");
+        assert_eq!(content_type("x.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("app.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("big.bin"), "application/octet-stream");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("d.ir/noext"), "application/octet-stream");
+        assert_eq!(content_type("p.png"), "image/png");
+    }
+
+    #[test]
+    fn file_heads() {
+        let mut out = Vec::new();
+        write_file_head(&mut out, "image/png", 2 << 20, 784_111_777, true, "D");
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"), "{s}");
+        assert!(
+            s.contains("Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+            "{s}"
+        );
+        assert!(s.contains("Content-Length: 2097152\r\n"), "{s}");
+        assert!(s.contains("Content-Type: image/png\r\n"), "{s}");
+        assert!(s.ends_with("Connection: keep-alive\r\n\r\n"), "{s}");
+        let mut out = Vec::new();
+        write_file_head(&mut out, "text/plain", 0, 0, false, "");
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            !s.contains("Last-Modified") && s.contains("Connection: close"),
+            "{s}"
         );
     }
 }

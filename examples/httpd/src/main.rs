@@ -1,18 +1,34 @@
-//! `httpd`: an HTTP/1.1 server unikernel serving a small built-in site.
+//! `httpd`: an HTTP/1.1 server unikernel serving a small built-in site, or a file tree
+//! from a block device.
 //!
-//! One event loop over non-blocking sockets and a [`Poller`]: many concurrent
-//! connections, keep-alive, pipelined requests answered in order, `HEAD`, `GET /health`.
-//! Requests that are malformed or over the limits get 400/413/414/431/501/505 and the
-//! connection closes after the answer.
+//! One event loop (the libOS's [`Server`]) over non-blocking sockets: many concurrent
+//! connections, keep-alive, pipelined requests answered in order, `HEAD`,
+//! `GET /health`. Requests that are malformed or over the limits get
+//! 400/413/414/431/501/505 and the connection closes after the answer.
+//!
+//! The `httpd-www` image (`examples/httpd-www`: this program with a `www` block device
+//! in its manifest) serves the tar archive attached as `www` (made by `septem-build
+//! disk DIR -o site.img`): files by path with a content type from the extension,
+//! `index.html` for directories, `Last-Modified` and `Content-Length` from the
+//! archive, large files streamed in 64 KiB pieces, 403 for `..`, 404 for what is
+//! neither in the tree nor in the built-in site.
 //!
 //! ```text
 //! septem-run --net:service=tap0 --net-ip:service=10.0.7.2/24 httpd.septem [--port 80] [--log]
+//! septem-run --net:service=tap0 --net-ip:service=10.0.7.2/24 --block:www=site.img,ro httpd-www.septem
 //! ```
 #![no_std]
 #![no_main]
 
-use httpd::{http_date, parse, respond, respond_error, Parsed};
-use septem_libos::net::{self, Error, Interest, Poller, TcpListener, TcpOptions, TcpStream, Token};
+use httpd::{
+    content_type, file_path, http_date, parse, respond, respond_error, write_file_head, FilePath,
+    Method, Parsed, Request, Status,
+};
+use septem_libos::block::BlockDevice;
+use septem_libos::fs::{self, Fs};
+use septem_libos::net::{
+    self, Conn, Flow, Handler, Server, ServerOptions, TcpListener, TcpOptions,
+};
 use septem_libos::prelude::*;
 use septem_libos::{env, time};
 
@@ -20,18 +36,8 @@ septem_libos::main!(main);
 
 /// Stop reading from a client whose answers pile up unread beyond this.
 const MAX_PENDING_OUTPUT: usize = 256 * 1024;
-const LISTENER: Token = Token(usize::MAX);
-
-struct Conn {
-    stream: TcpStream,
-    peer: net::SocketAddrV4,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    sent: usize,
-    /// Close once the output is sent (Connection: close, an error, or end of input).
-    closing: bool,
-    interest: Interest,
-}
+/// A file is sent in pieces of this size.
+const CHUNK: usize = 64 * 1024;
 
 struct Options {
     port: u16,
@@ -70,6 +76,17 @@ fn options() -> Result<Options, String> {
 
 fn main() -> Result<(), String> {
     let opts = options()?;
+    let site = match BlockDevice::open("www") {
+        Ok(dev) => {
+            let tree = Fs::new(dev).map_err(|e| format!("block device www: {e}"))?;
+            println!(
+                "httpd: serving {} entries from block device www",
+                tree.len()
+            );
+            Some(tree)
+        }
+        Err(_) => None,
+    };
     let addr = net::wait_for_address(Some(core::time::Duration::from_secs(30)))
         .map_err(|e| format!("network: {e}"))?;
     let tcp = TcpOptions {
@@ -78,193 +95,212 @@ fn main() -> Result<(), String> {
         backlog: 256,
         nodelay: true,
     };
-    let mut listener =
+    let listener =
         TcpListener::bind_with(opts.port, tcp).map_err(|e| format!("port {}: {e}", opts.port))?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let poller = Poller::new().map_err(|e| e.to_string())?;
-    poller
-        .register(&listener, LISTENER, Interest::READABLE)
-        .map_err(|e| e.to_string())?;
+    let mut server = Server::new(
+        listener,
+        ServerOptions {
+            max_pending_output: MAX_PENDING_OUTPUT,
+            tick: None,
+            log: opts.log,
+            name: "httpd",
+        },
+    )
+    .map_err(|e| e.to_string())?;
     println!("httpd: listening on http://{addr}:{}/", opts.port);
-
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut events = Vec::new();
-    let mut date_buf = [0u8; 29];
-    loop {
-        poller
-            .wait(&mut events, None)
-            .map_err(|e| format!("poll: {e}"))?;
-        let date = http_date(time::wall_clock().as_secs(), &mut date_buf);
-        for ev in &events {
-            if ev.token == LISTENER {
-                accept_all(&listener, &poller, &mut conns, &mut free, opts.log);
-                continue;
-            }
-            let i = ev.token.0;
-            let Some(Some(c)) = conns.get_mut(i) else {
-                continue;
-            };
-            let keep = service(c, date, opts.log) && update_interest(c, &poller, ev.token);
-            if !keep {
-                if opts.log {
-                    println!("{}: closed", c.peer);
-                }
-                conns[i] = None; // dropping the stream closes it gracefully
-                free.push(i);
-            }
-        }
-    }
-}
-
-fn accept_all(
-    listener: &TcpListener,
-    poller: &Poller,
-    conns: &mut Vec<Option<Conn>>,
-    free: &mut Vec<usize>,
-    log: bool,
-) {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, peer)) => {
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let i = free.pop().unwrap_or_else(|| {
-                    conns.push(None);
-                    conns.len() - 1
-                });
-                if poller
-                    .register(&stream, Token(i), Interest::READABLE)
-                    .is_err()
-                {
-                    free.push(i);
-                    continue;
-                }
-                if log {
-                    println!("{peer}: connected");
-                }
-                conns[i] = Some(Conn {
-                    stream,
-                    peer,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    sent: 0,
-                    closing: false,
-                    interest: Interest::READABLE,
-                });
-            }
-            Err(Error::WouldBlock) => return,
-            Err(e) => {
-                eprintln!("httpd: accept: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// Reads what arrived, answers complete requests, sends what it can. Returns false
-/// when the connection is done.
-fn service(c: &mut Conn, date: &str, log: bool) -> bool {
-    // Read while there is input and room for answers.
-    let mut eof = false;
-    while !c.closing && c.output.len() - c.sent < MAX_PENDING_OUTPUT {
-        let input = &mut c.input;
-        match c.stream.read_with(|data| {
-            input.extend_from_slice(data);
-            (data.len(), data.len())
-        }) {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(_) => {
-                if !answer(c, date, log) {
-                    break;
-                }
-            }
-            Err(Error::WouldBlock) => break,
-            Err(_) => return false,
-        }
-    }
-    if eof {
-        c.closing = true;
-        c.input.clear();
-    }
-    // Send.
-    while c.sent < c.output.len() {
-        match c.stream.write(&c.output[c.sent..]) {
-            Ok(n) => c.sent += n,
-            Err(Error::WouldBlock) => break,
-            Err(_) => return false,
-        }
-    }
-    if c.sent == c.output.len() {
-        c.output.clear();
-        c.sent = 0;
-        if c.closing {
-            return false;
-        }
-    }
-    true
-}
-
-/// Answers the complete requests at the front of the input. Returns false once the
-/// connection is to close after the answers.
-fn answer(c: &mut Conn, date: &str, log: bool) -> bool {
-    let mut used = 0;
-    while !c.closing {
-        match parse(&c.input[used..]) {
-            Parsed::Incomplete => break,
-            Parsed::Request(req, n) => {
-                used += n;
-                let before = c.output.len();
-                if !respond(&req, &mut c.output, date) {
-                    c.closing = true;
-                }
-                if log {
-                    let status = c.output.get(before + 9..before + 12).unwrap_or(b"???");
-                    println!(
-                        "{} {:?} {} {}",
-                        c.peer,
-                        req.method,
-                        req.path,
-                        core::str::from_utf8(status).unwrap_or("?")
-                    );
-                }
-            }
-            Parsed::Error(status) => {
-                respond_error(status, &mut c.output, date);
-                if log {
-                    println!("{} bad request: {}", c.peer, status.code());
-                }
-                c.closing = true;
-            }
-        }
-    }
-    if c.closing {
-        c.input.clear();
-    } else {
-        c.input.drain(..used);
-    }
-    !c.closing
-}
-
-fn update_interest(c: &mut Conn, poller: &Poller, token: Token) -> bool {
-    let want = if c.sent < c.output.len() {
-        if c.closing || c.output.len() - c.sent >= MAX_PENDING_OUTPUT {
-            Interest::WRITABLE
-        } else {
-            Interest::BOTH
-        }
-    } else {
-        Interest::READABLE
+    let mut http = Http {
+        log: opts.log,
+        site,
+        date_buf: [0u8; 29],
+        date_len: 0,
+        chunk: vec![0u8; CHUNK],
     };
-    if want != c.interest {
-        if poller.reregister(&c.stream, token, want).is_err() {
-            return false;
-        }
-        c.interest = want;
+    server.run(&mut http).map_err(|e| e.to_string())
+}
+
+struct Http {
+    log: bool,
+    site: Option<Fs<BlockDevice>>,
+    date_buf: [u8; 29],
+    date_len: usize,
+    chunk: Vec<u8>,
+}
+
+/// A file being sent.
+#[derive(Default)]
+struct Sending {
+    file: Option<fs::File<BlockDevice>>,
+    pos: u64,
+    /// Close the connection once the file is sent (`Connection: close`).
+    close_after: bool,
+}
+
+impl Http {
+    fn date(&self) -> &str {
+        core::str::from_utf8(&self.date_buf[..self.date_len]).unwrap_or("")
     }
-    true
+
+    /// Answers from the file tree; `false` when the tree does not have the path (the
+    /// built-in site answers then).
+    fn from_tree(
+        &self,
+        req: &Request<'_>,
+        out: &mut Vec<u8>,
+        state: &mut Sending,
+        streaming: &mut bool,
+    ) -> bool {
+        let Some(site) = &self.site else {
+            return false;
+        };
+        let (path, dir) = match file_path(req.path) {
+            FilePath::Path { path, dir } => (path, dir),
+            FilePath::Refused(status) => {
+                error_page(status, req, out, self.date());
+                return true;
+            }
+        };
+        let mut path = path;
+        let mut meta = site.metadata(&path);
+        if dir || meta.is_ok_and(|m| m.is_dir()) {
+            if meta.is_ok_and(|m| !m.is_dir()) {
+                // `/file.txt/`: a file is not a directory.
+                return false;
+            }
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str("index.html");
+            meta = site.metadata(&path);
+        }
+        let meta = match meta {
+            Ok(m) if m.is_file() => m,
+            _ => return false,
+        };
+        let Ok(file) = site.open(&path) else {
+            return false;
+        };
+        write_file_head(
+            out,
+            content_type(&path),
+            meta.size,
+            meta.mtime,
+            req.keep_alive,
+            self.date(),
+        );
+        if req.method == Method::Get && meta.size > 0 {
+            *state = Sending {
+                file: Some(file),
+                pos: 0,
+                close_after: false,
+            };
+            *streaming = true;
+        }
+        true
+    }
+}
+
+fn error_page(status: Status, req: &Request<'_>, out: &mut Vec<u8>, date: &str) {
+    let body = format!("{} {}\n", status.code(), status.reason());
+    httpd::write_response(
+        out,
+        status,
+        "text/plain",
+        body.as_bytes(),
+        req.method == Method::Head,
+        req.keep_alive,
+        date,
+    );
+}
+
+impl Handler for Http {
+    type State = Sending;
+
+    fn tick(&mut self) {
+        let n = http_date(time::wall_clock().as_secs(), &mut self.date_buf).len();
+        self.date_len = n;
+    }
+
+    /// Answers the complete requests at the front of the input, until one is
+    /// answered with a file (the rest wait until it is sent).
+    fn input(&mut self, c: &mut Conn<Sending>) -> Flow {
+        let mut used = 0;
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue && !c.streaming {
+            match parse(&c.input[used..]) {
+                Parsed::Incomplete => break,
+                Parsed::Request(req, n) => {
+                    used += n;
+                    let before = c.output.len();
+                    let served = req.method != Method::Other
+                        && self.from_tree(&req, &mut c.output, &mut c.state, &mut c.streaming);
+                    if !served && !respond(&req, &mut c.output, self.date()) {
+                        flow = Flow::Close;
+                    }
+                    let close_after_file = served && !req.keep_alive && c.streaming;
+                    if served && !req.keep_alive && !c.streaming {
+                        flow = Flow::Close;
+                    }
+                    if self.log {
+                        let status = c.output.get(before + 9..before + 12).unwrap_or(b"???");
+                        println!(
+                            "{} {:?} {} {}",
+                            c.peer,
+                            req.method,
+                            req.path,
+                            core::str::from_utf8(status).unwrap_or("?")
+                        );
+                    }
+                    if close_after_file {
+                        // Close once the file is sent; requests pipelined after a
+                        // `Connection: close` one are dropped.
+                        c.state.close_after = true;
+                        c.input.clear();
+                        return Flow::Continue;
+                    }
+                }
+                Parsed::Error(status) => {
+                    respond_error(status, &mut c.output, self.date());
+                    if self.log {
+                        println!("{} bad request: {}", c.peer, status.code());
+                    }
+                    flow = Flow::Close;
+                }
+            }
+        }
+        if flow == Flow::Continue {
+            c.input.drain(..used);
+        }
+        flow
+    }
+
+    fn more_output(&mut self, c: &mut Conn<Sending>) -> Flow {
+        let (pos, close_after) = (c.state.pos, c.state.close_after);
+        let Some(file) = &c.state.file else {
+            c.streaming = false;
+            return Flow::Continue;
+        };
+        let left = file.len().saturating_sub(pos);
+        let n = (left as usize).min(CHUNK);
+        match file.read_at(pos, &mut self.chunk[..n]) {
+            Ok(got) if got == n => {
+                c.output.extend_from_slice(&self.chunk[..n]);
+                c.state.pos += n as u64;
+                if pos + n as u64 >= file.len() {
+                    c.state = Sending::default();
+                    c.streaming = false;
+                    if close_after {
+                        return Flow::Close;
+                    }
+                }
+                Flow::Continue
+            }
+            _ => {
+                // The length was promised: a short body must end the connection.
+                eprintln!("httpd: reading a file for {} failed", c.peer);
+                c.state = Sending::default();
+                c.streaming = false;
+                Flow::Close
+            }
+        }
+    }
 }

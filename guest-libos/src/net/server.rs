@@ -71,6 +71,8 @@ pub struct Conn<S> {
     sent: usize,
     closing: bool,
     interest: Interest,
+    /// The last round that handled this connection.
+    round: u64,
 }
 
 impl<S> Conn<S> {
@@ -211,7 +213,9 @@ impl<S: Default> Server<S> {
     ) -> core::result::Result<(), ServerError> {
         let mut events: Vec<Event> = Vec::new();
         let mut touched: Vec<usize> = Vec::new();
+        let mut round = 0u64;
         loop {
+            round += 1;
             let timeout = if self.again.is_empty() {
                 self.opts.tick
             } else {
@@ -233,12 +237,13 @@ impl<S: Default> Server<S> {
                     continue;
                 }
                 let i = token.0;
-                if touched.contains(&i) {
-                    continue;
-                }
                 let Some(Some(c)) = self.conns.get_mut(i) else {
                     continue;
                 };
+                if c.round == round {
+                    continue;
+                }
+                c.round = round;
                 touched.push(i);
                 let leftover = again.contains(&i);
                 match read_input(c, handler, self.opts.max_pending_output, leftover) {
@@ -319,6 +324,7 @@ impl<S: Default> Server<S> {
                         sent: 0,
                         closing: false,
                         interest: Interest::READABLE,
+                        round: 0,
                     };
                     handler.connected(&mut c);
                     self.conns[i] = Some(c);
