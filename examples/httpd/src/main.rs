@@ -142,7 +142,7 @@ impl Http {
 
     /// Answers from the file tree; `false` when the tree does not have the path (the
     /// built-in site answers then).
-    fn from_tree(
+    fn answer_from_tree(
         &self,
         req: &Request<'_>,
         out: &mut Vec<u8>,
@@ -232,7 +232,12 @@ impl Handler for Http {
                     used += n;
                     let before = c.output.len();
                     let served = req.method != Method::Other
-                        && self.from_tree(&req, &mut c.output, &mut c.state, &mut c.streaming);
+                        && self.answer_from_tree(
+                            &req,
+                            &mut c.output,
+                            &mut c.state,
+                            &mut c.streaming,
+                        );
                     if !served && !respond(&req, &mut c.output, self.date()) {
                         flow = Flow::Close;
                     }
