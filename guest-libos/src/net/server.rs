@@ -267,7 +267,9 @@ impl<S: Default> Server<S> {
                     Some(_) => update_interest(c, &self.poller, Token(i), &self.opts),
                     None => false,
                 };
-                if !keep {
+                if !keep && !shutdown {
+                    // (When shutting down, close_all closes it with the others and
+                    // runs the stack until its FIN is out.)
                     self.drop_conn(i, handler);
                 } else if was_streaming && !c.streaming && !c.closing && !c.input.is_empty() {
                     // Streaming ended with requests waiting in the buffer.
@@ -346,6 +348,8 @@ impl<S: Default> Server<S> {
             let _ = c.stream.shutdown(Shutdown::Write);
         }
         let start = time::Instant::now();
+        // At least one round, so the FINs of connections dropped just before leave.
+        let _ = super::poll(Some(Duration::ZERO));
         while self.conns.iter().flatten().any(|c| c.stream.is_open())
             && start.elapsed() < Duration::from_secs(1)
         {
