@@ -13,6 +13,8 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::ops::Range;
 
+pub mod log;
+
 /// Longest inline command line.
 pub const MAX_INLINE: usize = 64 * 1024;
 /// Most arguments in one command.
@@ -163,6 +165,10 @@ pub struct Store {
     map: BTreeMap<Vec<u8>, Entry>,
     /// Keys with an expiry (for the periodic sweep and INFO).
     volatile: usize,
+    /// When on, every change is also encoded here as a log operation (see [`log`]).
+    journal: Option<Vec<u8>>,
+    /// Lines for INFO's `# Persistence` section (None: in memory only).
+    pub persistence: Option<alloc::string::String>,
 }
 
 impl Store {
@@ -193,7 +199,64 @@ impl Store {
         }
     }
 
+    /// Starts recording changes as log operations (for [`Store::take_journal`]).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The operations recorded since the last call (empty when journaling is off).
+    pub fn take_journal(&mut self) -> Vec<u8> {
+        match &mut self.journal {
+            Some(j) => core::mem::take(j),
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts back a buffer taken with [`Store::take_journal`] (cleared), to reuse it.
+    pub fn return_journal(&mut self, mut buf: Vec<u8>) {
+        if let Some(j) = &mut self.journal {
+            if j.is_empty() {
+                buf.clear();
+                *j = buf;
+            }
+        }
+    }
+
+    /// Every live entry as (key, value, expiry).
+    pub fn entries(&self, now: u64) -> impl Iterator<Item = (&[u8], &[u8], Option<u64>)> {
+        self.map
+            .iter()
+            .filter(move |(_, e)| e.expires.is_none_or(|t| t > now))
+            .map(|(k, e)| (k.as_slice(), e.value.as_slice(), e.expires))
+    }
+
+    /// A user's delete (journaled), unlike expiry.
+    fn delete(&mut self, key: &[u8]) -> bool {
+        if let Some(j) = &mut self.journal {
+            log::encode_del(j, key);
+        }
+        self.remove(key)
+    }
+
+    /// Removes everything (journaled).
+    fn flush(&mut self) {
+        if let Some(j) = &mut self.journal {
+            log::encode_flush(j);
+        }
+        self.map.clear();
+        self.volatile = 0;
+    }
+
+    /// Inserts or replaces (journaled).
     fn insert(&mut self, key: &[u8], value: Vec<u8>, expires: Option<u64>) {
+        if let Some(j) = &mut self.journal {
+            log::encode_set(j, key, &value, expires);
+        }
+        self.put(key, value, expires);
+    }
+
+    /// Inserts or replaces, not journaled (replay).
+    fn put(&mut self, key: &[u8], value: Vec<u8>, expires: Option<u64>) {
         if expires.is_some() {
             self.volatile += 1;
         }
@@ -205,6 +268,11 @@ impl Store {
     }
 
     fn set_expiry(&mut self, key: &[u8], expires: Option<u64>) {
+        if let Some(j) = &mut self.journal {
+            if self.map.contains_key(key) {
+                log::encode_expire(j, key, expires);
+            }
+        }
         if let Some(e) = self.map.get_mut(key) {
             match (e.expires.is_some(), expires.is_some()) {
                 (false, true) => self.volatile += 1,
@@ -474,7 +542,7 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
         "del" => {
             let n = args[1..].iter().filter(|k| {
                 let live = store.live(k, now).is_some();
-                live && store.remove(k)
+                live && store.delete(k)
             });
             let n = n.count();
             o.int(n as i64);
@@ -513,10 +581,7 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
             };
             let mut v = Vec::new();
             let _ = write!(Out(&mut v), "{new}");
-            match store.map.get_mut(args[1]) {
-                Some(e) => e.value = v,
-                None => store.insert(args[1], v, expires),
-            }
+            store.insert(args[1], v, expires);
             o.int(new);
         }
         "mget" => {
@@ -555,7 +620,7 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
             if store.live(args[1], now).is_none() {
                 o.int(0);
             } else if ms <= 0 {
-                store.remove(args[1]);
+                store.delete(args[1]);
                 o.int(1);
             } else {
                 store.set_expiry(args[1], Some(now.saturating_add(ms as u64)));
@@ -591,8 +656,7 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
         }
         "dbsize" => o.int(store.len(now) as i64),
         "flushall" | "flushdb" => {
-            store.map.clear();
-            store.volatile = 0;
+            store.flush();
             o.ok();
         }
         "select" => match parse_int(args[1]) {
@@ -610,8 +674,13 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
         "config" => {
             if args[1].eq_ignore_ascii_case(b"get") && args.len() == 3 {
                 let p = args[2];
+                let aof: &[u8] = if store.persistence.is_some() {
+                    b"yes"
+                } else {
+                    b"no"
+                };
                 let known: &[(&[u8], &[u8])] =
-                    &[(b"save", b""), (b"appendonly", b"no"), (b"databases", b"1")];
+                    &[(b"save", b""), (b"appendonly", aof), (b"databases", b"1")];
                 let hits: Vec<_> = known.iter().filter(|(n, _)| glob_match(p, n)).collect();
                 o.array(hits.len() * 2);
                 for (n, v) in hits {
@@ -632,6 +701,10 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
                 store.len(now),
                 store.volatile
             );
+            if let Some(p) = &store.persistence {
+                s.extend_from_slice(b"\r\n# Persistence\r\n");
+                s.extend_from_slice(p.as_bytes());
+            }
             o.bulk(&s);
         }
         "client" => {
@@ -658,8 +731,9 @@ pub fn execute(store: &mut Store, args: &[&[u8]], now: u64, out: &mut Vec<u8>) -
             return After::Close;
         }
         "shutdown" => {
-            // Nothing is persisted, so SAVE/NOSAVE make no difference; NOW and FORCE
-            // are what the server does anyway.
+            // In memory nothing is kept; with a log every acknowledged write already
+            // is: SAVE/NOSAVE make no difference. NOW and FORCE are what the server
+            // does anyway.
             let known: &[&[u8]] = &[b"nosave", b"save", b"now", b"force"];
             if args[1..]
                 .iter()

@@ -1,17 +1,32 @@
-//! `kv`: an in-memory key-value server unikernel speaking RESP2, enough for `redis-cli`
-//! and `redis-benchmark`: strings, counters, expiry, MGET/MSET, KEYS, pipelining,
-//! inline commands, many concurrent clients. `SHUTDOWN` closes every connection
-//! (FIN after what was already sent) and ends the guest with status 0.
+//! `kv`: a key-value server unikernel speaking RESP2, enough for `redis-cli` and
+//! `redis-benchmark`: strings, counters, expiry, MGET/MSET, KEYS, pipelining, inline
+//! commands, many concurrent clients. `SHUTDOWN` closes every connection (FIN after
+//! what was already sent) and ends the guest with status 0.
+//!
+//! In memory by default. The `kv-durable` image (`examples/kv-durable`: this program
+//! with a `data` block device in its manifest) keeps an append-only log on that
+//! device (see [`kv::log`]): the changes of all commands of one poll round are
+//! written as one record before any of their replies is sent (group commit), so
+//! every acknowledged write survives the monitor being killed when the device is
+//! attached with `,sync`. The log is replayed on boot; a torn last record is cut
+//! and reported.
 //!
 //! ```text
 //! septem-run --net:service=tap0 --net-ip:service=10.0.7.2/24 kv.septem [--port 6379] [--log]
+//! truncate -s 64M kv.img
+//! septem-run --net:service=tap0 --net-ip:service=10.0.7.2/24 --block:data=kv.img,sync kv-durable.septem
 //! ```
 #![no_std]
 #![no_main]
 
+use core::fmt::Write as _;
 use core::ops::Range;
+use kv::log::{Disk, Log, Recovery};
 use kv::{execute, parse, After, Store};
-use septem_libos::net::{self, Error, Interest, Poller, TcpListener, TcpOptions, TcpStream, Token};
+use septem_libos::block::BlockDevice;
+use septem_libos::net::{
+    self, Conn, Flow, Handler, Server, ServerOptions, TcpListener, TcpOptions,
+};
 use septem_libos::prelude::*;
 use septem_libos::{env, time};
 
@@ -19,19 +34,6 @@ septem_libos::main!(main);
 
 /// Stop reading from a client whose replies pile up unread beyond this.
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
-const LISTENER: Token = Token(usize::MAX);
-
-struct Conn {
-    stream: TcpStream,
-    peer: net::SocketAddrV4,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    sent: usize,
-    closing: bool,
-    /// The client sent SHUTDOWN.
-    shutdown: bool,
-    interest: Interest,
-}
 
 fn options() -> Result<(u16, bool), String> {
     let (mut port, mut log) = (6379u16, false);
@@ -60,12 +62,80 @@ fn options() -> Result<(u16, bool), String> {
     Ok((port, log))
 }
 
+/// Unix time in milliseconds: expiry times are absolute, so they mean the same after
+/// a restart.
 fn now_ms() -> u64 {
-    time::Instant::now().as_nanos() / 1_000_000
+    time::wall_clock().as_millis() as u64
+}
+
+/// The `data` block device as the log's disk.
+struct Dev(BlockDevice);
+
+impl Disk for Dev {
+    fn size(&self) -> u64 {
+        self.0.info().size()
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.0.read(offset / 512, buf).map_err(|e| e.to_string())
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.0.write(offset / 512, data).map_err(|e| e.to_string())
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.0.flush().map_err(|e| e.to_string())
+    }
+}
+
+fn open_log(store: &mut Store, now: u64) -> Result<Option<(Log<Dev>, Recovery)>, String> {
+    let Ok(dev) = BlockDevice::open("data") else {
+        return Ok(None);
+    };
+    if dev.info().read_only {
+        return Err("block device data is read-only; the log needs to write (drop ,ro)".into());
+    }
+    let id = time::wall_clock().as_nanos() as u64 ^ time::Instant::now().as_nanos();
+    let (log, rec) =
+        Log::open(Dev(dev), store, now, id).map_err(|e| format!("block device data: {e}"))?;
+    Ok(Some((log, rec)))
 }
 
 fn main() -> Result<(), String> {
     let (port, log) = options()?;
+    let mut store = Store::new();
+    let now = now_ms();
+    let durable = match open_log(&mut store, now)? {
+        Some((l, rec)) => {
+            let mut line = format!(
+                "kv: log on block device data: generation {}, region {}, replayed {} records ({} ops, {} bytes), {} keys, ",
+                rec.seq,
+                rec.region,
+                rec.records,
+                rec.ops,
+                rec.bytes,
+                store.len(now)
+            );
+            match rec.torn_at {
+                Some(at) => {
+                    let _ = write!(
+                        line,
+                        "torn tail cut: {} bytes at offset {at} ({})",
+                        rec.torn_bytes, rec.torn_reason
+                    );
+                }
+                None => line.push_str("torn tail cut: 0 bytes"),
+            }
+            if rec.created {
+                line.push_str(" (new log)");
+            }
+            if rec.bad_header_slots > 0 {
+                line.push_str(" (an interrupted header write was ignored)");
+            }
+            println!("{line}");
+            store.enable_journal();
+            Some((l, rec))
+        }
+        None => None,
+    };
     let addr = net::wait_for_address(Some(core::time::Duration::from_secs(30)))
         .map_err(|e| format!("network: {e}"))?;
     let tcp = TcpOptions {
@@ -74,224 +144,136 @@ fn main() -> Result<(), String> {
         backlog: 256,
         nodelay: true,
     };
-    let mut listener =
-        TcpListener::bind_with(port, tcp).map_err(|e| format!("port {port}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let poller = Poller::new().map_err(|e| e.to_string())?;
-    poller
-        .register(&listener, LISTENER, Interest::READABLE)
-        .map_err(|e| e.to_string())?;
-    println!("kv: listening on {addr}:{port} (RESP2)");
-
-    let mut store = Store::new();
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut events = Vec::new();
-    let mut args: Vec<Range<usize>> = Vec::new();
-    let mut last_sweep = now_ms();
-    loop {
-        poller
-            .wait(&mut events, Some(core::time::Duration::from_secs(1)))
-            .map_err(|e| format!("poll: {e}"))?;
-        let now = now_ms();
-        if now.saturating_sub(last_sweep) >= 1000 {
-            store.sweep(now);
-            last_sweep = now;
+    let listener = TcpListener::bind_with(port, tcp).map_err(|e| format!("port {port}: {e}"))?;
+    let mut server = Server::new(
+        listener,
+        ServerOptions {
+            max_pending_output: MAX_PENDING_OUTPUT,
+            tick: Some(core::time::Duration::from_secs(1)),
+            log,
+            name: "kv",
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "kv: listening on {addr}:{port} (RESP2, {})",
+        if durable.is_some() {
+            "durable"
+        } else {
+            "in memory"
         }
-        for ev in &events {
-            if ev.token == LISTENER {
-                accept_all(&listener, &poller, &mut conns, &mut free, log);
-                continue;
-            }
-            let i = ev.token.0;
-            let Some(Some(c)) = conns.get_mut(i) else {
-                continue;
-            };
-            let keep = service(c, &mut store, &mut args, now, log)
-                && update_interest(c, &poller, ev.token);
-            if c.shutdown {
-                println!("kv: SHUTDOWN from {}", c.peer);
-                close_all(&mut conns);
-                return Ok(());
-            }
-            if !keep {
-                if log {
-                    println!("{}: closed", c.peer);
-                }
-                conns[i] = None;
-                free.push(i);
-            }
-        }
-    }
+    );
+    let mut kv = Kv {
+        store,
+        args: Vec::new(),
+        now,
+        last_sweep: now,
+        log,
+        durable,
+    };
+    kv.describe();
+    server.run(&mut kv).map_err(|e| e.to_string())
 }
 
-fn accept_all(
-    listener: &TcpListener,
-    poller: &Poller,
-    conns: &mut Vec<Option<Conn>>,
-    free: &mut Vec<usize>,
-    log: bool,
-) {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, peer)) => {
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let i = free.pop().unwrap_or_else(|| {
-                    conns.push(None);
-                    conns.len() - 1
-                });
-                if poller
-                    .register(&stream, Token(i), Interest::READABLE)
-                    .is_err()
-                {
-                    free.push(i);
-                    continue;
-                }
-                if log {
-                    println!("{peer}: connected");
-                }
-                conns[i] = Some(Conn {
-                    stream,
-                    peer,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    sent: 0,
-                    closing: false,
-                    shutdown: false,
-                    interest: Interest::READABLE,
-                });
-            }
-            Err(Error::WouldBlock) => return,
-            Err(e) => {
-                eprintln!("kv: accept: {e}");
-                return;
-            }
-        }
-    }
-}
-
-fn service(
-    c: &mut Conn,
-    store: &mut Store,
-    args: &mut Vec<Range<usize>>,
+struct Kv {
+    store: Store,
+    args: Vec<Range<usize>>,
     now: u64,
+    last_sweep: u64,
     log: bool,
-) -> bool {
-    let mut eof = false;
-    while !c.closing && c.output.len() - c.sent < MAX_PENDING_OUTPUT {
-        let input = &mut c.input;
-        match c.stream.read_with(|data| {
-            input.extend_from_slice(data);
-            (data.len(), data.len())
-        }) {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(_) => run_commands(c, store, args, now, log),
-            Err(Error::WouldBlock) => break,
-            Err(_) => return false,
-        }
-    }
-    if eof {
-        c.closing = true;
-        c.input.clear();
-    }
-    while c.sent < c.output.len() {
-        match c.stream.write(&c.output[c.sent..]) {
-            Ok(n) => c.sent += n,
-            Err(Error::WouldBlock) => break,
-            Err(_) => return false,
-        }
-    }
-    if c.sent == c.output.len() {
-        c.output.clear();
-        c.sent = 0;
-        if c.closing {
-            return false;
-        }
-    }
-    true
+    durable: Option<(Log<Dev>, Recovery)>,
 }
 
-fn run_commands(
-    c: &mut Conn,
-    store: &mut Store,
-    args: &mut Vec<Range<usize>>,
-    now: u64,
-    log: bool,
-) {
-    let mut used = 0;
-    let mut argv: Vec<&[u8]> = Vec::new();
-    while !c.closing {
-        let buf = &c.input[used..];
-        match parse(buf, args) {
-            Ok(None) => break,
-            Ok(Some(n)) => {
-                argv.clear();
-                argv.extend(args.iter().map(|r| &buf[r.clone()]));
-                used += n;
-                if argv.is_empty() {
-                    continue;
-                }
-                if log {
-                    println!("{}: {}", c.peer, String::from_utf8_lossy(argv[0]));
-                }
-                match execute(store, &argv, now, &mut c.output) {
-                    After::Continue => {}
-                    After::Close => c.closing = true,
-                    After::Shutdown => {
-                        c.closing = true;
-                        c.shutdown = true;
+impl Kv {
+    /// Refreshes INFO's `# Persistence` section.
+    fn describe(&mut self) {
+        let Some((l, rec)) = &self.durable else {
+            return;
+        };
+        let mut s = self.store.persistence.take().unwrap_or_default();
+        s.clear();
+        let _ = write!(
+            s,
+            "aof_enabled:1\r\nseptem_log_generation:{}\r\nseptem_log_bytes:{}\r\nseptem_log_capacity:{}\r\nseptem_log_replayed_records:{}\r\nseptem_log_torn_bytes:{}\r\nseptem_log_commits:{}\r\nseptem_log_compactions:{}\r\n",
+            l.seq(),
+            l.len(),
+            l.capacity(),
+            rec.records,
+            rec.torn_bytes,
+            l.stats.commits,
+            l.stats.compactions
+        );
+        self.store.persistence = Some(s);
+    }
+}
+
+impl Handler for Kv {
+    type State = ();
+
+    fn tick(&mut self) {
+        self.now = now_ms();
+        if self.now.saturating_sub(self.last_sweep) >= 1000 {
+            self.store.sweep(self.now);
+            self.last_sweep = self.now;
+        }
+    }
+
+    fn input(&mut self, c: &mut Conn<()>) -> Flow {
+        let mut used = 0;
+        let mut argv: Vec<&[u8]> = Vec::new();
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue {
+            let buf = &c.input[used..];
+            match parse(buf, &mut self.args) {
+                Ok(None) => break,
+                Ok(Some(n)) => {
+                    argv.clear();
+                    argv.extend(self.args.iter().map(|r| &buf[r.clone()]));
+                    used += n;
+                    if argv.is_empty() {
+                        continue;
+                    }
+                    if self.log {
+                        println!("{}: {}", c.peer, String::from_utf8_lossy(argv[0]));
+                    }
+                    match execute(&mut self.store, &argv, self.now, &mut c.output) {
+                        After::Continue => {}
+                        After::Close => flow = Flow::Close,
+                        After::Shutdown => {
+                            println!("kv: SHUTDOWN from {}", c.peer);
+                            flow = Flow::Shutdown;
+                        }
                     }
                 }
+                Err(e) => {
+                    c.output.extend_from_slice(b"-ERR ");
+                    c.output.extend_from_slice(e.0.as_bytes());
+                    c.output.extend_from_slice(b"\r\n");
+                    flow = Flow::Close;
+                }
             }
-            Err(e) => {
-                c.output.extend_from_slice(b"-ERR ");
-                c.output.extend_from_slice(e.0.as_bytes());
-                c.output.extend_from_slice(b"\r\n");
-                c.closing = true;
-            }
         }
+        if flow == Flow::Continue {
+            c.input.drain(..used);
+        }
+        flow
     }
-    if c.closing {
-        c.input.clear();
-    } else {
-        c.input.drain(..used);
-    }
-}
 
-/// Closes every connection (FIN after the data already queued in the stack) and runs
-/// the stack until the peers have closed too, for at most a second.
-fn close_all(conns: &mut [Option<Conn>]) {
-    for c in conns.iter().flatten() {
-        let _ = c.stream.shutdown(net::Shutdown::Write);
-    }
-    let start = time::Instant::now();
-    while conns.iter().flatten().any(|c| c.stream.is_open())
-        && start.elapsed() < core::time::Duration::from_secs(1)
-    {
-        let _ = net::poll(Some(core::time::Duration::from_millis(10)));
-    }
-}
-
-fn update_interest(c: &mut Conn, poller: &Poller, token: Token) -> bool {
-    let want = if c.sent < c.output.len() {
-        if c.closing || c.output.len() - c.sent >= MAX_PENDING_OUTPUT {
-            Interest::WRITABLE
-        } else {
-            Interest::BOTH
+    /// Group commit: the changes of every command of this round, one record, one
+    /// write, before any reply of the round leaves.
+    fn before_send(&mut self) -> Result<(), String> {
+        let Some((log, _)) = &mut self.durable else {
+            return Ok(());
+        };
+        let ops = self.store.take_journal();
+        if ops.is_empty() {
+            self.store.return_journal(ops);
+            return Ok(());
         }
-    } else {
-        Interest::READABLE
-    };
-    if want != c.interest {
-        if poller.reregister(&c.stream, token, want).is_err() {
-            return false;
-        }
-        c.interest = want;
+        let r = log.commit(&ops, &self.store, self.now);
+        self.store.return_journal(ops);
+        r.map_err(|e| format!("kv: log: {e}; stopping without answering this round"))?;
+        self.describe();
+        Ok(())
     }
-    true
 }
