@@ -13,6 +13,11 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v umoci >/dev/null || need_apt+=(umoci)
 command -v containerd >/dev/null || need_apt+=(containerd)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+# Network end-to-end tests (tests/tests/servers.rs): clients run in a test netns.
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
+{ command -v redis-cli && command -v redis-benchmark; } >/dev/null || need_apt+=(redis-tools)
 if ((${#need_apt[@]})); then
     echo "== installing: ${need_apt[*]}"
     if [ "$(id -u)" = 0 ]; then
