@@ -169,7 +169,8 @@ http {
     uwsgi_temp_path $tmp/uwsgi;
     scgi_temp_path $tmp/scgi;
     keepalive_requests 100000000;
-    open_file_cache max=16 valid=1h;
+    open_file_cache max=16 inactive=1h;
+    open_file_cache_valid 1h;
     server {
         listen 10.0.8.2:80;
         root $tmp/www;
@@ -177,6 +178,7 @@ http {
     }
 }
 EOF
+ip netns exec "$srv" nginx -t -q -c "$tmp/nginx.conf"
 ip netns exec "$srv" nginx -c "$tmp/nginx.conf" -g 'daemon off;' </dev/null >/dev/null 2>&1 &
 nginx_pid=$!
 pids+=("$nginx_pid")
