@@ -381,7 +381,7 @@ backend_tests!(kv_acknowledged_writes_survive_kill_9, |b| {
     };
     eprintln!("kv_crash ({}): seed {seed}", b.name());
     let acked: Vec<Arc<Mutex<Acked>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
-    let mut seqs = vec![0u64; CLIENTS];
+    let mut seqs = [0u64; CLIENTS];
     let (mut total_checked, mut torn_total, mut torn_boots) = (0usize, 0u64, 0usize);
     let mut last_generation = 0;
     let started = Instant::now();
