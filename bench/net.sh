@@ -107,15 +107,21 @@ start_guest() {
     pids+=("$guest")
 }
 # stop PID: ends it, and waits until nothing runs our images any more (the kvm
-# backend's vCPU process is its child) so the tap is free for the next guest.
+# backend's vCPU process outlives septem-run while it tears the VM down) and the tap
+# is free for the next guest.
 stop() {
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+    # A process leaves /proc's command lines before its files are closed: wait for
+    # the tap's carrier to drop too (nothing attached).
     for _ in $(seq 100); do
-        pgrep -f "$tmp/" >/dev/null || return 0
+        if ! pgrep -f "$tmp/" >/dev/null &&
+            in_cli ip -o link show tap0 | grep -q NO-CARRIER; then
+            return 0
+        fi
         sleep 0.05
     done
-    echo "$0: something still runs an image from $tmp" >&2
+    echo "$0: something still runs an image from $tmp or holds tap0" >&2
     return 1
 }
 

@@ -595,6 +595,42 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// Waits (at most 2 s) until no process mentions `image`.
+fn wait_until_gone(image: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = processes_mentioning(image);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: still running after 2 s: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most 2 s) until nothing is attached to `tap0` (the kernel drops the
+/// carrier when the last file lets go). A process is gone from `/proc`'s command lines
+/// before its files are closed, and the KVM backend's vCPU process tears the VM down
+/// after septem-run has exited, so this can lag the process checks by a few ms.
+fn wait_until_tap_free(ns: &NetNs, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let f = run_in(ns, "ip", &["-o", "link", "show", "tap0"]);
+        if f.stdout.contains("NO-CARRIER") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: tap0 is still attached after 2 s: {}",
+            f.stdout
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 backend_tests!(kv_shutdown_ends_the_guest_and_the_monitor_cleanly, |b| {
     if skip_unless(&[REDIS_CLI]) {
         return;
@@ -640,29 +676,23 @@ backend_tests!(kv_shutdown_ends_the_guest_and_the_monitor_cleanly, |b| {
     );
 
     // Nothing of that run is left (the KVM backend forks a vCPU process).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left = processes_mentioning(&image_name);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running after 2 s: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::remove_file(&image).ok();
+    wait_until_gone(&image_name, "after SHUTDOWN");
+    wait_until_tap_free(&ns, "after SHUTDOWN");
 
     // The tap was let go: another guest can attach to it at once.
-    let again = start_in(&ns, b, &example("kv"), &[]);
+    let again = start_in(&ns, b, &image, &[]);
     let second = Server { guest: again, ns };
     second.wait_until_serving(RESP, |s| request(s, b"PING\r\n") == b"+PONG\r\n");
-    // A guest's own exit status comes through septem-run too.
+    // Killing the monitor leaves nothing behind either (the vCPU process goes too,
+    // and only then is the tap free).
     let Server { guest, ns } = second;
     drop(guest);
+    wait_until_gone(&image_name, "after killing septem-run");
+    wait_until_tap_free(&ns, "after killing septem-run");
+    // A guest's own exit status comes through septem-run too.
     let name = ns.name().to_string();
-    let bad = start_in(&ns, b, &example("kv"), &["--no-such-flag"]).finish(Duration::from_secs(20));
+    let bad = start_in(&ns, b, &image, &["--no-such-flag"]).finish(Duration::from_secs(20));
+    std::fs::remove_file(&image).ok();
     assert_eq!(bad.status, Some(1), "{}\n{}", bad.stdout, bad.stderr);
     assert!(
         bad.stderr.contains("unknown argument \"--no-such-flag\""),
