@@ -80,26 +80,7 @@ const BLOCK: u64 = 512;
 
 /// Parses `--size`: bytes, or with K/M/G/T (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "'{s}' is not a size; write e.g. 64M, 1G or a number of bytes"
-            ))
-        }
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; write e.g. 64M, 1G or a number of bytes"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    septem_image::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 struct Writer<W: Write> {

@@ -13,6 +13,7 @@ mod elf;
 mod error;
 mod image;
 mod note;
+pub mod size;
 mod symbols;
 
 pub use error::ImageError;

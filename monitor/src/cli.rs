@@ -200,36 +200,11 @@ fn usage_error(message: impl std::fmt::Display) -> CliExit {
 /// Parses a size: `1048576` (bytes), `512K`, `64M`, `1G`, `1T`, also `KiB`/`MiB`/…,
 /// `KB`/`MB`/… and a trailing `B` — all binary multiples, case-insensitive.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "'{s}' is not a size; write e.g. 64M, 1G, 512K or a number of bytes"
-        ));
+    match septem_image::size::parse_size(s) {
+        Ok(0) => Err("guest memory size must be larger than zero".to_string()),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(e.to_string()),
     }
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "unknown size suffix '{suffix}' in '{s}'; use K, M, G or T (binary multiples)"
-            ))
-        }
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("size '{s}' is too large"))?;
-    let bytes = n
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))?;
-    if bytes == 0 {
-        return Err("guest memory size must be larger than zero".to_string());
-    }
-    Ok(bytes)
 }
 
 /// Checks an `--env` entry: `KEY=VALUE` with a non-empty `KEY` (no `=` in it).
