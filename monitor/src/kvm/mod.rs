@@ -94,12 +94,16 @@ impl Backend for KvmBackend {
     }
 
     fn run(self: Box<Self>, guest: GuestSpec) -> Result<u8, RunError> {
-        let outcome =
-            process::fork_and_wait(process::Mode::Child, move |control| child(guest, control))
-                .map_err(|source| RunError::HostSetup {
-                    what: "cannot fork the KVM vCPU process".into(),
-                    source,
-                })?;
+        // A tap stays busy until the vCPU process has exited: wait for that when the
+        // guest has taps, so septem-run can be started again on them at once.
+        let holds_taps = !guest.devices.tap_fds().is_empty();
+        let outcome = process::fork_and_wait(process::Mode::Child, holds_taps, move |control| {
+            child(guest, control)
+        })
+        .map_err(|source| RunError::HostSetup {
+            what: "cannot fork the KVM vCPU process".into(),
+            source,
+        })?;
         match outcome {
             Outcome::Message(Message::Done(status)) => Ok(status),
             Outcome::Message(Message::Setup {

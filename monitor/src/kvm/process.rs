@@ -145,7 +145,16 @@ pub enum Mode {
 /// Forks; runs `child(control_fd)` in the new process, which must never return (hence
 /// `Infallible`: it ends with [`exit_group`] after [`send`]ing its message), and waits
 /// in the caller for that message.
-pub fn fork_and_wait(mode: Mode, child: impl FnOnce(RawFd) -> Infallible) -> io::Result<Outcome> {
+///
+/// With `reap_after_message`, the caller also waits for a [`Mode::Child`] to exit after
+/// its message: used when the child holds taps, so they are free again when the caller
+/// returns (at the cost of the VM's teardown time, which only long-running networked
+/// guests pay).
+pub fn fork_and_wait(
+    mode: Mode,
+    reap_after_message: bool,
+    child: impl FnOnce(RawFd) -> Infallible,
+) -> io::Result<Outcome> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two pipe ends.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -226,27 +235,35 @@ pub fn fork_and_wait(mode: Mode, child: impl FnOnce(RawFd) -> Infallible) -> io:
         CHILD.store(0, Ordering::Relaxed);
     }
     if let Some(m) = Message::decode(&buf[..n]) {
+        if reap_after_message && mode == Mode::Child {
+            reap(pid)?;
+        }
         return Ok(Outcome::Message(m));
     }
     if mode == Mode::Detached {
         return Ok(Outcome::Vanished);
     }
     // No message: the child is dead or dying; collect it.
+    let status = reap(pid)?;
+    if libc::WIFSIGNALED(status) {
+        Ok(Outcome::Signaled(libc::WTERMSIG(status)))
+    } else {
+        Ok(Outcome::Exited(libc::WEXITSTATUS(status)))
+    }
+}
+
+/// Waits for our child `pid` to exit (EINTR retried); returns its wait status.
+fn reap(pid: libc::pid_t) -> io::Result<libc::c_int> {
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child; `status` is a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r == pid {
-            break;
+            return Ok(status);
         }
         if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return Err(io::Error::last_os_error());
         }
-    }
-    if libc::WIFSIGNALED(status) {
-        Ok(Outcome::Signaled(libc::WTERMSIG(status)))
-    } else {
-        Ok(Outcome::Exited(libc::WEXITSTATUS(status)))
     }
 }
 
@@ -278,18 +295,18 @@ mod tests {
     #[test]
     fn parent_gets_the_message_or_the_death() {
         for mode in [Mode::Child, Mode::Detached] {
-            let got = fork_and_wait(mode, |fd| {
+            let got = fork_and_wait(mode, false, |fd| {
                 send(fd, &Message::encode_done(42));
                 exit_group(0)
             })
             .unwrap();
             assert_eq!(got, Outcome::Message(Message::Done(42)));
         }
-        let got = fork_and_wait(Mode::Detached, |_| exit_group(9)).unwrap();
+        let got = fork_and_wait(Mode::Detached, false, |_| exit_group(9)).unwrap();
         assert_eq!(got, Outcome::Vanished);
-        let got = fork_and_wait(Mode::Child, |_| exit_group(9)).unwrap();
+        let got = fork_and_wait(Mode::Child, false, |_| exit_group(9)).unwrap();
         assert_eq!(got, Outcome::Exited(9));
-        let got = fork_and_wait(Mode::Child, |_| {
+        let got = fork_and_wait(Mode::Child, false, |_| {
             // SAFETY: raising SIGKILL on ourselves (the test child).
             unsafe { libc::raise(libc::SIGKILL) };
             exit_group(0)
