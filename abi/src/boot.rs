@@ -103,12 +103,7 @@ impl BootDevice {
     /// The name as a string.
     #[must_use]
     pub fn name_str(&self) -> &str {
-        let len = self
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.name.len());
-        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+        crate::manifest::nul_padded_str(&self.name)
     }
 }
 

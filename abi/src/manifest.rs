@@ -113,12 +113,7 @@ impl ManifestDevice {
     /// The name as a string (valid manifests only hold ASCII names).
     #[must_use]
     pub fn name_str(&self) -> &str {
-        let len = self
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.name.len());
-        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+        crate::manifest::nul_padded_str(&self.name)
     }
 
     /// The kind, if valid.
@@ -233,6 +228,13 @@ pub fn is_valid_device_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A NUL-padded name field as a string (`"?"` if it is not UTF-8): the manifest and the
+/// boot device table store names the same way.
+pub(crate) fn nul_padded_str(name: &[u8; 32]) -> &str {
+    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    core::str::from_utf8(&name[..len]).unwrap_or("?")
 }
 
 const EMPTY_DEVICE: ManifestDevice = ManifestDevice {
