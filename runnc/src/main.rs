@@ -1,0 +1,3 @@
+//! `runnc`: the command line (see the `runnc` library).
+
+fn main() {}
