@@ -43,6 +43,8 @@ pub fn bin(name: &str) -> PathBuf {
             "septem-monitor",
             "-p",
             "septem-build",
+            "-p",
+            "runnc",
         ]);
         if release {
             cmd.arg("--release");
@@ -54,7 +56,7 @@ pub fn bin(name: &str) -> PathBuf {
             .expect("run cargo build");
         assert!(
             status.success(),
-            "cargo build of septem-run/septem-build failed"
+            "cargo build of septem-run/septem-build/runnc failed"
         );
     });
     let path = bin_dir().join(name);
