@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+mod ns;
+mod parse;
+
+use ns::Ns;
+
+/// The tap made for the image's `index`-th net device.
+#[must_use]
+pub fn tap_name(index: usize) -> String {
+    format!("stap{index}")
+}
+
 /// Errors of network wiring.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,9 +41,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Not wired yet (skeleton only; must not remain).
-    #[error("networking is not wired yet")]
-    Unwired,
+    /// What was found in the namespace cannot be used.
+    #[error("network set-up: {what}")]
+    Unusable {
+        /// What is wrong.
+        what: String,
+    },
 }
 
 /// What one guest net device gets: the tap septem-run attaches (`--net:DEVICE=TAP`)
@@ -68,22 +82,166 @@ pub struct Wiring {
 /// at `netns` and wires each to the namespace's interfaces in name order (`lo` and taps
 /// excluded). More interfaces than devices: the extra ones are left alone (logged);
 /// fewer: the extra devices get unconnected taps.
+///
+/// Per wired pair (`eth0` ↔ `stap0`), inside the namespace:
+///
+/// ```text
+/// ip tuntap add dev stap0 mode tap
+/// ip link set dev stap0 mtu <eth0's MTU> up
+/// tc qdisc add dev eth0 ingress
+/// tc qdisc add dev stap0 ingress
+/// tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev stap0
+/// tc filter add dev stap0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0
+/// ```
+///
+/// `eth0` keeps its address: every frame it receives is redirected to the tap before
+/// the namespace's IP stack sees it, so the stack never answers ARP or anything else
+/// for it; the guest, using the same MAC and address, does. On a failure part-way
+/// everything made so far is removed again.
 pub fn wire(netns: &Path, devices: &[String]) -> Result<Wiring, Error> {
-    let _ = (netns, devices);
-    Err(Error::Unwired)
+    let nics = ns::enter(netns, false, |ns| {
+        let mut made = Vec::new();
+        match wire_in(ns, devices, &mut made) {
+            Ok(nics) => Ok(nics),
+            Err(e) => {
+                tracing::warn!(error = %e, "wiring failed; undoing what was made");
+                for step in made.iter().rev() {
+                    if let Err(u) = undo(ns, step) {
+                        tracing::warn!(error = %u, "undo failed");
+                    }
+                }
+                Err(e)
+            }
+        }
+    })?
+    .unwrap_or_default();
+    tracing::info!(netns = %netns.display(), ?nics, "network wired");
+    Ok(Wiring {
+        netns: netns.to_path_buf(),
+        nics,
+    })
+}
+
+/// Something [`wire`] made.
+#[derive(Debug)]
+enum Made {
+    Tap(String),
+    Ingress(String),
+}
+
+fn undo(ns: &Ns, step: &Made) -> Result<(), Error> {
+    match step {
+        Made::Tap(tap) => ns.run(&["ip", "link", "del", "dev", tap]).map(drop),
+        Made::Ingress(dev) => ns
+            .run(&["tc", "qdisc", "del", "dev", dev, "ingress"])
+            .map(drop),
+    }
+}
+
+fn redirect(ns: &Ns, from: &str, to: &str) -> Result<(), Error> {
+    ns.run(&[
+        "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
+        "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+    ])
+    .map(drop)
+}
+
+fn wire_in(ns: &Ns, devices: &[String], made: &mut Vec<Made>) -> Result<Vec<GuestNic>, Error> {
+    let all = parse::links(&ns.json(&["ip", "-j", "-d", "link", "show"])?);
+    let mut ifaces: Vec<&parse::Link> = all.iter().filter(|l| l.wireable()).collect();
+    ifaces.sort_by(|a, b| a.name.cmp(&b.name));
+    for extra in ifaces.iter().skip(devices.len()) {
+        tracing::info!(iface = %extra.name, "no guest net device left for this interface; left alone");
+    }
+    let routes = ns.json(&["ip", "-j", "-4", "route", "show", "default"])?;
+    let mut nics = Vec::with_capacity(devices.len());
+    for (i, device) in devices.iter().enumerate() {
+        let tap = tap_name(i);
+        if all.iter().any(|l| l.name == tap) {
+            return Err(Error::Unusable {
+                what: format!(
+                    "{tap} exists already in the namespace (one networked unikernel per namespace)"
+                ),
+            });
+        }
+        ns.run(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        made.push(Made::Tap(tap.clone()));
+        let Some(iface) = ifaces.get(i) else {
+            tracing::info!(device, %tap, "no interface left for this device; its tap is unconnected");
+            ns.run(&["ip", "link", "set", "dev", &tap, "up"])?;
+            nics.push(GuestNic {
+                device: device.clone(),
+                tap,
+                iface: None,
+                mac: None,
+                ipv4: None,
+                gateway: None,
+            });
+            continue;
+        };
+        let name = iface.name.as_str();
+        let mtu = iface.mtu.to_string();
+        ns.run(&["ip", "link", "set", "dev", &tap, "mtu", &mtu, "up"])?;
+        ns.run(&["tc", "qdisc", "add", "dev", name, "ingress"])?;
+        made.push(Made::Ingress(name.to_string()));
+        ns.run(&["tc", "qdisc", "add", "dev", &tap, "ingress"])?;
+        redirect(ns, name, &tap)?;
+        redirect(ns, &tap, name)?;
+        let ipv4 = parse::first_ipv4(&ns.json(&["ip", "-j", "-4", "addr", "show", "dev", name])?);
+        let gateway = parse::default_gateway(&routes, name);
+        if ipv4.is_none() {
+            tracing::warn!(
+                iface = name,
+                "interface has no IPv4 address; the guest gets none"
+            );
+        }
+        nics.push(GuestNic {
+            device: device.clone(),
+            tap,
+            iface: Some(name.to_string()),
+            mac: iface.mac.clone(),
+            ipv4,
+            gateway,
+        });
+    }
+    Ok(nics)
 }
 
 /// Removes the taps and tc rules of `wiring`. Idempotent; a namespace that is gone
 /// already is fine.
+///
+/// Inside the namespace: `ip link del dev stapN` (which takes the tap's qdisc and
+/// filters with it) and `tc qdisc del dev eth0 ingress`, each only when still there.
 pub fn unwire(wiring: &Wiring) -> Result<(), Error> {
-    let _ = wiring;
-    Err(Error::Unwired)
+    let done = ns::enter(&wiring.netns, true, |ns| {
+        let links = parse::links(&ns.json(&["ip", "-j", "link", "show"])?);
+        let exists = |name: &str| links.iter().any(|l| l.name == name);
+        for nic in &wiring.nics {
+            if exists(&nic.tap) {
+                ns.run(&["ip", "link", "del", "dev", &nic.tap])?;
+            }
+            if let Some(iface) = nic.iface.as_deref().filter(|i| exists(i)) {
+                let qdiscs = ns.json(&["tc", "-j", "qdisc", "show", "dev", iface])?;
+                if parse::has_ingress(&qdiscs) {
+                    ns.run(&["tc", "qdisc", "del", "dev", iface, "ingress"])?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    match done {
+        Some(()) => tracing::info!(netns = %wiring.netns.display(), "network unwired"),
+        None => {
+            tracing::info!(netns = %wiring.netns.display(), "namespace gone; nothing to unwire")
+        }
+    }
+    Ok(())
 }
 
 /// The first IPv4 `nameserver` line of a resolv.conf (the bundle's
 /// `rootfs/etc/resolv.conf`, or a bind mount onto `/etc/resolv.conf`).
 #[must_use]
 pub fn nameserver(resolv_conf: &Path) -> Option<Ipv4Addr> {
-    let _ = resolv_conf;
-    None
+    let bytes = std::fs::read(resolv_conf).ok()?;
+    parse::nameserver(&String::from_utf8_lossy(&bytes))
 }
