@@ -17,6 +17,7 @@ command -v containerd >/dev/null || need_apt+=(containerd)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 { command -v redis-cli && command -v redis-benchmark; } >/dev/null || need_apt+=(redis-tools)
 if ((${#need_apt[@]})); then
     echo "== installing: ${need_apt[*]}"
