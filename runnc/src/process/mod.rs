@@ -1,0 +1,205 @@
+//! The container process: forked by `create` (raw `fork`, so the parent returns while
+//! the child waits), it enters the namespaces, sets up stdio, blocks on
+//! `<root>/<id>/exec.fifo` until `start` opens it, then executes `septem-run`.
+//!
+//! Between `fork` and `execve` the child runs only async-signal-safe system calls on
+//! memory prepared before the fork ([`Prepared`]).
+
+pub mod console;
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+
+/// Errors starting the container process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A string holds a NUL byte.
+    #[error("{0:?} contains a NUL byte")]
+    Nul(String),
+    /// `fork` failed.
+    #[error("cannot fork the container process")]
+    Fork(#[source] std::io::Error),
+    /// The exec fifo cannot be made.
+    #[error("cannot create the exec fifo {path}")]
+    Fifo {
+        /// The fifo.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the child needs, allocated before the fork.
+#[derive(Debug)]
+pub struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    fifo: CString,
+    /// Namespace to join with `setns(CLONE_NEWNET)`.
+    pub netns: Option<OwnedFd>,
+    /// Flags for `unshare` (CLONE_NEWNET when the container gets a fresh, empty one).
+    pub unshare_flags: i32,
+    /// The pty slave for stdio (process.terminal).
+    pub console: Option<OwnedFd>,
+    /// Descriptors 3..3+N stay open.
+    pub preserve_fds: u32,
+    /// A descriptor to close first (the state directory's lock).
+    pub close_first: i32,
+}
+
+fn cstring(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Nul(s.to_string()))
+}
+
+/// The environment `septem-run` itself gets (the guest's comes as `--env`).
+#[must_use]
+pub fn monitor_env() -> Vec<String> {
+    ["PATH", "RUST_LOG", "SEPTEM_LOG"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect()
+}
+
+impl Prepared {
+    /// Prepares the exec of `argv` (argv[0] is the program) after the fifo at `fifo`
+    /// (which this creates, mode 0622) is opened by `start`.
+    pub fn new(argv: &[String], env: &[String], fifo: &Path) -> Result<Prepared, Error> {
+        let fifo_c = CString::new(fifo.as_os_str().as_bytes())
+            .map_err(|_| Error::Nul(fifo.display().to_string()))?;
+        // SAFETY: fifo_c is a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o622) } != 0 {
+            return Err(Error::Fifo {
+                path: fifo.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Prepared {
+            program: cstring(&argv[0])?,
+            argv: argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
+            envp: env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
+            fifo: fifo_c,
+            netns: None,
+            unshare_flags: 0,
+            console: None,
+            preserve_fds: 0,
+            close_first: -1,
+        })
+    }
+
+    /// Forks the child; returns its pid in the parent.
+    pub fn spawn(&self) -> Result<i32, Error> {
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let netns = self.netns.as_ref().map_or(-1, |f| f.as_raw_fd());
+        let console = self.console.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // SAFETY: fork has no memory preconditions; the child only calls
+        // async-signal-safe functions on memory prepared above, then execs or exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Error::Fork(std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the child, on the prepared pointers (valid until exec).
+            unsafe { self.child(netns, console, &argv, &envp) }
+        }
+        Ok(pid)
+    }
+
+    /// The child's side. Never returns.
+    ///
+    /// # Safety
+    /// Only in the child right after `fork`; `argv`/`envp` are NULL-terminated arrays of
+    /// pointers into `self`.
+    unsafe fn child(
+        &self,
+        netns: i32,
+        console: i32,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> ! {
+        // SAFETY: plain system calls on descriptors and NUL-terminated
+        // strings prepared before the fork; no allocation happens here.
+        unsafe {
+            if self.close_first >= 0 {
+                libc::close(self.close_first);
+            }
+            if netns >= 0 && libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+                die(b"cannot join the network namespace");
+            }
+            if self.unshare_flags != 0 && libc::unshare(self.unshare_flags) != 0 {
+                die(b"cannot unshare namespaces");
+            }
+            libc::setsid();
+            if console >= 0 {
+                for fd in 0..3 {
+                    if libc::dup2(console, fd) < 0 {
+                        die(b"cannot set up the console");
+                    }
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    die(b"cannot make the pty the controlling terminal");
+                }
+            }
+            let first = 3 + self.preserve_fds;
+            if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) != 0 {
+                for fd in first..1024 {
+                    libc::close(fd as i32);
+                }
+            }
+            let fd = libc::open(self.fifo.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                die(b"cannot open the exec fifo");
+            }
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                die(b"cannot write the exec fifo");
+            }
+            libc::close(fd);
+            libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            die(b"cannot execute septem-run");
+        }
+    }
+}
+
+/// Writes `runnc: MSG: errno N` to stderr and exits with 127 (async-signal-safe).
+fn die(msg: &[u8]) -> ! {
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut buf = [0u8; 160];
+    let mut n = 0;
+    for part in [b"runnc: ".as_slice(), msg, b": errno "] {
+        for &b in part {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    }
+    let mut digits = [0u8; 12];
+    let mut k = 0;
+    let mut e = errno.unsigned_abs();
+    loop {
+        digits[k] = b'0' + (e % 10) as u8;
+        k += 1;
+        e /= 10;
+        if e == 0 {
+            break;
+        }
+    }
+    while k > 0 && n < buf.len() - 1 {
+        k -= 1;
+        buf[n] = digits[k];
+        n += 1;
+    }
+    buf[n] = b'\n';
+    n += 1;
+    // SAFETY: write and _exit are async-signal-safe; buf is a live stack buffer.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        libc::_exit(127)
+    }
+}
