@@ -43,20 +43,31 @@ pub struct ClockWallArgs {
 }
 assert_size!(ClockWallArgs, 8);
 
-/// [`crate::Hypercall::Yield`]: sleep until the monotonic clock reaches `deadline` or a
-/// device in `wait_set` has input. Returns at once when the deadline has passed.
+/// [`crate::Hypercall::Yield`]: sleep until the monotonic clock reaches `deadline`, a
+/// device in `wait_set` has input, or (with [`YIELD_SHUTDOWN`] in `wait_set`) the host
+/// has asked the guest to shut down. Returns at once when the deadline has passed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct YieldArgs {
     /// Monotonic deadline in nanoseconds (same clock as [`ClockMonotonicArgs`]).
     pub deadline: u64,
     /// Bit `i` set: wake when device `i` of `BootInfo::devices` (a net device) has
-    /// input. A bit naming no net device gives [`crate::HcError::NoDevice`].
+    /// input. Bit 63 ([`YIELD_SHUTDOWN`]): wake when a shutdown is requested. Any other
+    /// bit naming no net device gives [`crate::HcError::NoDevice`].
     pub wait_set: u64,
     /// Out: the subset of `wait_set` that is ready.
     pub ready_set: u64,
 }
 assert_size!(YieldArgs, 24);
+
+/// The lifecycle event bit of [`YieldArgs::wait_set`]/`ready_set`: the host asked the
+/// guest to shut down (SIGTERM to `septem-run`, `runnc kill ID TERM`, a CRI
+/// `StopContainer`). Level-triggered: once requested, every later `Yield` naming it
+/// reports it at once. A guest that never waits for it is only stopped by force.
+pub const YIELD_SHUTDOWN: u64 = 1 << 63;
+
+// Device bits and the shutdown bit never overlap.
+const _: () = assert!(crate::manifest::MAX_DEVICES < 63);
 
 /// [`crate::Hypercall::Exit`].
 #[repr(C)]

@@ -5,8 +5,9 @@
 //! returns an `i64`: `>= 0` on success, a negative [`HcError`] otherwise.
 //!
 //! Number ranges: `0x01..=0x0f` core, `0x10..=0x1f` network devices, `0x20..=0x2f`
-//! block devices, `0x30..=0x3f` reserved for lifecycle (shutdown
-//! requests). A monitor answers any other number with [`HcError::Unsupported`].
+//! block devices, `0x30..=0x3f` reserved for lifecycle calls (a shutdown request is
+//! not a call: it is the [`crate::YIELD_SHUTDOWN`] event of `Yield`). A monitor answers
+//! any other number with [`HcError::Unsupported`].
 
 use core::fmt;
 

@@ -83,16 +83,18 @@ pub fn clock_wall() -> Result<u64, HcError> {
 }
 
 /// Gives up the CPU until the monotonic clock reaches `deadline_ns` (or a device in
-/// `wait_set` is ready). Returns the ready subset of `wait_set`.
+/// `wait_set` is ready). Returns the ready subset of `wait_set`. Also wakes for a
+/// shutdown request, which [`crate::lifecycle`] handles (it never appears in the
+/// returned set).
 pub fn yield_until(deadline_ns: u64, wait_set: u64) -> Result<u64, HcError> {
     let mut args = YieldArgs {
         deadline: deadline_ns,
-        wait_set,
+        wait_set: wait_set | crate::lifecycle::wait_bit(),
         ready_set: 0,
     };
     // SAFETY: `args` is a live YieldArgs.
     HcError::check(unsafe { hypercall(Hypercall::Yield, &mut args) })?;
-    Ok(args.ready_set)
+    Ok(crate::lifecycle::take_event(args.ready_set))
 }
 
 /// Exits with `status` at once, without flushing the console (see [`crate::exit`]).

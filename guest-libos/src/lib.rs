@@ -35,6 +35,7 @@ pub mod env;
 pub mod fs;
 pub mod heap;
 pub mod hypercall;
+pub mod lifecycle;
 pub mod mem;
 pub mod net;
 pub mod panic;

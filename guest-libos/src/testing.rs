@@ -92,7 +92,8 @@ unsafe extern "sysv64" fn fake_hypercall(nr: u64, arg: *mut u8) -> i64 {
         Hypercall::Yield => {
             // SAFETY: the libOS passes a pointer to the struct `nr` expects (and valid data).
             let a = unsafe { &mut *arg.cast::<YieldArgs>() };
-            if a.wait_set & !1 != 0 {
+            // Device 0 and the shutdown event (which this fake host never raises).
+            if a.wait_set & !(1 | septem_abi::YIELD_SHUTDOWN) != 0 {
                 return HcError::NoDevice.code();
             }
             let mut wire = WIRE.lock().unwrap();

@@ -218,8 +218,9 @@ fn yield_until(
     arg: GuestAddr,
 ) -> Result<i64, HcError> {
     let mut args: YieldArgs = get(mem, arg)?;
-    // Every bit must name a net device (only they can become ready).
-    if args.wait_set & !config.net_devices != 0 {
+    // Every bit must name a net device (only they can become ready) or the shutdown
+    // event.
+    if args.wait_set & !(config.net_devices | septem_abi::YIELD_SHUTDOWN) != 0 {
         return Err(HcError::NoDevice);
     }
     args.ready_set = if args.wait_set != 0 || args.deadline > host.monotonic_ns() {

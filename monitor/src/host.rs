@@ -2,7 +2,7 @@
 //! exactly the syscalls the seccomp policy allows (`write` on fds 1 and 2 and the taps,
 //! `read` on the taps, `pread64`/`pwrite64` of at most `BLOCK_IO_MAX` bytes on the block
 //! files, `clock_gettime` with `CLOCK_MONOTONIC`/`CLOCK_REALTIME`, `ppoll` on at most
-//! the taps and no signal mask).
+//! the taps and the shutdown signalfd, no signal mask; `read` on that signalfd).
 //!
 //! Nothing here allocates, takes a lock or makes any other syscall: it runs after
 //! sealing, inside hypercalls and signal handlers. Both backends use it.
@@ -12,7 +12,7 @@ use crate::seccomp::policy::BLOCK_IO_MAX;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use septem_abi::manifest::MAX_DEVICES;
-use septem_abi::HcError;
+use septem_abi::{HcError, YIELD_SHUTDOWN};
 use std::os::fd::RawFd;
 
 /// Standard output's fd.
@@ -40,6 +40,46 @@ pub struct SysHost {
     taps: TapTable,
     frame_max: [u32; MAX_DEVICES],
     blocks: BlockTable,
+    /// The shutdown signalfd ([`shutdown_signal_fd`]), or -1.
+    signal: RawFd,
+}
+
+/// Latched when the shutdown signalfd has delivered SIGTERM: process-wide (one guest per
+/// process) because [`SysHost`] is copied for each hypercall.
+static SHUTDOWN_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns SIGTERM into a readable fd: blocks it in the (single-threaded) monitor and
+/// returns a non-blocking signalfd for it, so a sealed monitor notices a shutdown
+/// request with the `ppoll`/`read` it already has, without a handler (which would need
+/// `rt_sigreturn`). Call before sealing; the fd stays open for the process's life.
+pub fn shutdown_signal_fd() -> std::io::Result<RawFd> {
+    // SAFETY: a zeroed sigset_t is valid storage; sigemptyset/sigaddset initialize it.
+    let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is valid storage for a signal set; the old mask is not wanted.
+    let fd = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, core::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Reads every pending signal off the shutdown signalfd (non-blocking); true when at
+/// least one was there.
+fn drain_signals(fd: RawFd) -> bool {
+    let mut info = [0u8; 128];
+    let mut got = false;
+    // SAFETY: reading into a buffer of `info.len()` bytes (one signalfd_siginfo).
+    while unsafe { libc::read(fd, info.as_mut_ptr().cast(), info.len()) } > 0 {
+        got = true;
+    }
+    got
 }
 
 impl Default for SysHost {
@@ -50,6 +90,7 @@ impl Default for SysHost {
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
             blocks: NO_BLOCKS,
+            signal: -1,
         }
     }
 }
@@ -76,6 +117,13 @@ impl SysHost {
     #[must_use]
     pub fn with_blocks(self, blocks: BlockTable) -> Self {
         SysHost { blocks, ..self }
+    }
+
+    /// This host reporting [`YIELD_SHUTDOWN`] once the signalfd `signal`
+    /// ([`shutdown_signal_fd`]) has delivered SIGTERM.
+    #[must_use]
+    pub fn with_shutdown_signal(self, signal: RawFd) -> Self {
+        SysHost { signal, ..self }
     }
 
     fn block(&self, device: usize) -> Result<RawFd, HcError> {
@@ -218,14 +266,29 @@ pub fn sleep_ns(ns: u64) {
 /// the taps `taps[i]` with bit `i` of `wait_set` is readable; returns the readable
 /// subset (an error or hang-up on a tap counts as readable: the read reports it).
 pub fn wait_taps(taps: &TapTable, deadline_ns: u64, wait_set: u64) -> u64 {
+    wait_fds(taps, -1, deadline_ns, wait_set)
+}
+
+/// [`wait_taps`], also waking when `signal` (unless -1) is readable, which is reported
+/// as [`YIELD_SHUTDOWN`].
+fn wait_fds(taps: &TapTable, signal: RawFd, deadline_ns: u64, wait_set: u64) -> u64 {
     let idle = libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
     };
-    let mut fds = [idle; MAX_DEVICES];
-    let mut slot_of = [0usize; MAX_DEVICES];
+    let mut fds = [idle; MAX_DEVICES + 1];
+    let mut slot_of = [0usize; MAX_DEVICES + 1];
     let mut n = 0;
+    if signal >= 0 {
+        fds[0] = libc::pollfd {
+            fd: signal,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        slot_of[0] = 63;
+        n = 1;
+    }
     for (i, &fd) in taps.iter().enumerate() {
         if fd >= 0 && wait_set & (1 << i) != 0 {
             fds[n] = libc::pollfd {
@@ -252,7 +315,7 @@ pub fn wait_taps(taps: &TapTable, deadline_ns: u64, wait_set: u64) -> u64 {
                 .iter()
                 .zip(&slot_of)
                 .filter(|(p, _)| p.revents != 0)
-                .fold(0, |set, (_, &i)| set | 1 << i);
+                .fold(0, |set, (_, &i)| set | 1u64 << i);
         }
         if rc == 0 && timeout == Some(0) {
             return 0;
@@ -289,7 +352,22 @@ impl Host for SysHost {
     }
 
     fn wait_until(&mut self, deadline_ns: u64, wait_set: u64) -> u64 {
-        wait_taps(&self.taps, deadline_ns, wait_set)
+        if wait_set & YIELD_SHUTDOWN == 0 {
+            return wait_taps(&self.taps, deadline_ns, wait_set);
+        }
+        if SHUTDOWN_REQUESTED.load(Ordering::Relaxed) {
+            // Level-triggered: report it at once, with whatever input is there.
+            return wait_taps(&self.taps, 0, wait_set) | YIELD_SHUTDOWN;
+        }
+        let ready = wait_fds(&self.taps, self.signal, deadline_ns, wait_set);
+        if ready & YIELD_SHUTDOWN != 0 && !drain_signals(self.signal) {
+            // Spurious wake-up (another reader took it): not a request.
+            return ready & !YIELD_SHUTDOWN;
+        }
+        if ready & YIELD_SHUTDOWN != 0 {
+            SHUTDOWN_REQUESTED.store(true, Ordering::Relaxed);
+        }
+        ready
     }
 
     fn net_write(&mut self, device: usize, frame: &[u8]) -> Result<bool, HcError> {
@@ -490,6 +568,7 @@ mod tests {
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
             blocks: NO_BLOCKS,
+            signal: -1,
         };
         assert_eq!(h.console_write(Stream::Stdout, b"x"), Err(HcError::Io));
         let err = write_all(fds[1], b"x").unwrap_err();
@@ -604,6 +683,7 @@ mod tests {
             taps: NO_TAPS,
             frame_max: [0; MAX_DEVICES],
             blocks: NO_BLOCKS,
+            signal: -1,
         };
         assert_eq!(h.console_write(Stream::Stdout, b"hello"), Ok(5));
         let mut buf = [0u8; 8];
@@ -615,5 +695,23 @@ mod tests {
             libc::close(fds[0]);
             libc::close(fds[1]);
         }
+    }
+
+    #[test]
+    fn sigterm_becomes_a_latched_shutdown_event() {
+        // Blocked and raised on this test thread only, so no other test sees it.
+        let fd = shutdown_signal_fd().unwrap();
+        let mut h = SysHost::new().with_shutdown_signal(fd);
+        let soon = monotonic_ns() + 20_000_000;
+        assert_eq!(h.wait_until(soon, YIELD_SHUTDOWN), 0, "no request yet");
+        // SAFETY: sending SIGTERM to this thread, which has it blocked (pending only).
+        let sent = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGTERM) };
+        assert_eq!(sent, 0);
+        assert_eq!(h.wait_until(u64::MAX, YIELD_SHUTDOWN), YIELD_SHUTDOWN);
+        // Level-triggered: at once, even with no deadline; and only when asked for.
+        assert_eq!(h.wait_until(u64::MAX, YIELD_SHUTDOWN), YIELD_SHUTDOWN);
+        assert_eq!(h.wait_until(0, 0), 0);
+        // SAFETY: closing the signalfd this test opened.
+        unsafe { libc::close(fd) };
     }
 }

@@ -168,6 +168,25 @@ impl Running {
         Running { child: Some(child) }
     }
 
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid (not reaped yet, so not reused).
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill");
+    }
+
+    /// True while the process has not ended.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait").is_none())
+    }
+
     /// Waits up to `timeout` for the process to end (killing it after that).
     pub fn finish(mut self, timeout: Duration) -> Finished {
         let mut child = self.child.take().expect("running");

@@ -434,7 +434,10 @@ fn skopeo_reads_layout_and_archive() {
     );
     r.expect_status(0)
         .stdout_has("\"org.septem.unikernel\": \"true\"")
-        .stdout_has("\"org.septem.unikernel.abi\": \"2\"")
+        .stdout_has(&format!(
+            "\"org.septem.unikernel.abi\": \"{}\"",
+            septem_abi::ABI_VERSION
+        ))
         .stdout_has("\"org.septem.unikernel.binary\": \"/unikernel/example-hello.septem\"")
         .stdout_has("\"org.septem.unikernel.memory\": \"32M\"")
         .stdout_has(&manifest_digest(&layout));

@@ -707,3 +707,71 @@ backend_tests!(kv_shutdown_ends_the_guest_and_the_monitor_cleanly, |b| {
         "namespace {name} is still there"
     );
 });
+
+backend_tests!(
+    httpd_sigterm_finishes_in_flight_requests_then_exits_0,
+    |b| {
+        if skip_unless(&[]) {
+            return;
+        }
+        let Server { mut guest, ns } = Server::httpd(b);
+        // A keep-alive client between requests, and one in the middle of a request.
+        let (mut idle, mut busy) = ns.on_thread(|| {
+            let mut idle = connect(HTTP);
+            let r = request(&mut idle, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert!(r.starts_with(b"HTTP/1.1 200"), "{r:?}");
+            let mut busy = connect(HTTP);
+            busy.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+                .expect("half a request");
+            (idle, busy)
+        });
+        // Let the half request reach the guest (a connection with nothing received yet is
+        // not in flight: the drain would close it).
+        std::thread::sleep(Duration::from_millis(300));
+        guest.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(500));
+        if !guest.is_running() {
+            let out = guest.finish(Duration::from_secs(1));
+            panic!(
+                "httpd exited with a request in flight: {:?}\n{}\n{}",
+                out.status, out.stdout, out.stderr
+            );
+        }
+        let refused = ns.on_thread(|| {
+            let addr: SocketAddr = HTTP.parse().expect("address");
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
+        });
+        assert!(
+            refused,
+            "a new client was accepted after the shutdown request"
+        );
+        // The idle keep-alive client was closed (FIN, no data).
+        let mut rest = Vec::new();
+        assert!(
+            idle.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+            "idle client: {rest:?}"
+        );
+        // The request in flight is answered in full, then the server closes.
+        busy.write_all(b"\r\n").expect("rest of the request");
+        let mut reply = Vec::new();
+        busy.read_to_end(&mut reply).expect("reply until close");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let out = guest.finish(Duration::from_secs(20));
+        assert_eq!(out.status, Some(0), "{}\n{}", out.stdout, out.stderr);
+        drop(ns);
+    }
+);
+
+backend_tests!(kv_sigterm_exits_0_after_answering, |b| {
+    if skip_unless(&[REDIS_CLI]) {
+        return;
+    }
+    let Server { guest, ns } = Server::kv(b);
+    let f = run_in(&ns, "redis-cli", &["-h", GUEST_IP, "SET", "k", "v"]);
+    assert_eq!(f.stdout.trim(), "OK", "{}", f.stderr);
+    guest.signal(libc::SIGTERM);
+    let out = guest.finish(Duration::from_secs(20));
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stdout, out.stderr);
+    drop(ns);
+});

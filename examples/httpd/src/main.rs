@@ -104,6 +104,7 @@ fn main() -> Result<(), String> {
             tick: None,
             log: opts.log,
             name: "httpd",
+            ..ServerOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

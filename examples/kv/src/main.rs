@@ -152,6 +152,7 @@ fn main() -> Result<(), String> {
             tick: Some(core::time::Duration::from_secs(1)),
             log,
             name: "kv",
+            ..ServerOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -169,6 +169,8 @@ impl Poller {
         events.clear();
         let deadline = timeout.and_then(|t| time::Instant::now().checked_add(t));
         let poller = self.id;
+        // A shutdown request seen during this wait ends it (the app has to react).
+        let shutdown_before = crate::lifecycle::shutdown_requested();
         loop {
             let done = with(|st| {
                 let now = smol_now();
@@ -194,7 +196,7 @@ impl Poller {
                     return Ok(true);
                 }
                 wait(st, now, deadline)?;
-                Ok(false)
+                Ok(!shutdown_before && crate::lifecycle::shutdown_requested())
             })?;
             if done {
                 return Ok(events.len());

@@ -27,6 +27,11 @@
 //! Server::new(listener, ServerOptions::default())?.run(&mut Echo)?;
 //! ```
 //!
+//! A shutdown request from the host ([`crate::lifecycle`]) drains the server: it stops
+//! accepting (the listener is closed), keeps serving the connections it has until each
+//! has no unanswered input and no unsent output (then closes it), and returns `Ok`
+//! once none is left or [`ServerOptions::shutdown_grace`] has passed.
+//!
 //! Long answers (a big file) are produced piecewise: the handler sets
 //! [`Conn::streaming`] and appends a first piece; while it stays set, the server reads
 //! no more input from that client and calls [`Handler::more_output`] each time the
@@ -39,6 +44,16 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 const LISTENER: Token = Token(usize::MAX);
+
+/// How often a draining server looks at its connections.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// True once the host has asked for a shutdown: seen by the last wait, or (every 256th
+/// round, for a server so busy it never waits) asked for directly.
+fn shutdown_seen(round: u64) -> bool {
+    crate::lifecycle::shutdown_requested()
+        || (round % 256 == 0 && crate::lifecycle::poll_shutdown())
+}
 
 /// What the connection does after the handler ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +149,9 @@ pub struct ServerOptions {
     pub log: bool,
     /// Prefix of error messages (`NAME: accept: …`).
     pub name: &'static str,
+    /// After a shutdown request, how long connections with unfinished requests are
+    /// still served before they are closed anyway.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -143,6 +161,7 @@ impl Default for ServerOptions {
             tick: None,
             log: false,
             name: "server",
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -174,7 +193,8 @@ impl From<Error> for ServerError {
 /// An event-loop server over a non-blocking listener and a [`Poller`].
 #[derive(Debug)]
 pub struct Server<S> {
-    listener: TcpListener,
+    /// None once draining after a shutdown request.
+    listener: Option<TcpListener>,
     poller: Poller,
     opts: ServerOptions,
     conns: Vec<Option<Conn<S>>>,
@@ -190,7 +210,7 @@ impl<S: Default> Server<S> {
         let poller = Poller::new()?;
         poller.register(&listener, LISTENER, Interest::READABLE)?;
         Ok(Server {
-            listener,
+            listener: Some(listener),
             poller,
             opts,
             conns: Vec::new(),
@@ -205,23 +225,32 @@ impl<S: Default> Server<S> {
         self.conns.iter().flatten().count()
     }
 
-    /// Serves until the handler asks for [`Flow::Shutdown`] (then `Ok`) or the
-    /// network or the handler fails.
+    /// Serves until the handler asks for [`Flow::Shutdown`] or the host requests a
+    /// shutdown and the server has drained (then `Ok`), or the network or the handler
+    /// fails.
     pub fn run<H: Handler<State = S>>(
         &mut self,
         handler: &mut H,
     ) -> core::result::Result<(), ServerError> {
+        crate::lifecycle::handle_shutdown();
         let mut events: Vec<Event> = Vec::new();
         let mut touched: Vec<usize> = Vec::new();
         let mut round = 0u64;
+        // Set when draining: the moment unfinished connections are closed anyway.
+        let mut drain_until: Option<time::Instant> = None;
         loop {
             round += 1;
-            let timeout = if self.again.is_empty() {
-                self.opts.tick
-            } else {
+            let timeout = if !self.again.is_empty() {
                 Some(Duration::ZERO)
+            } else if drain_until.is_some() {
+                Some(DRAIN_POLL)
+            } else {
+                self.opts.tick
             };
             self.poller.wait(&mut events, timeout)?;
+            if drain_until.is_none() && shutdown_seen(round) {
+                drain_until = Some(self.start_draining());
+            }
             handler.tick();
             touched.clear();
             let mut shutdown = false;
@@ -280,7 +309,44 @@ impl<S: Default> Server<S> {
                 self.close_all();
                 return Ok(());
             }
+            if let Some(until) = drain_until {
+                if self.drain_round(handler, until) {
+                    self.close_all();
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// Closes the listener (new clients are refused); returns when unfinished
+    /// connections will be closed anyway.
+    fn start_draining(&mut self) -> time::Instant {
+        if let Some(listener) = self.listener.take() {
+            let _ = self.poller.deregister(&listener);
+        }
+        if self.opts.log {
+            crate::println!("{}: shutdown requested: draining", self.opts.name);
+        }
+        let now = time::Instant::now();
+        now.checked_add(self.opts.shutdown_grace).unwrap_or(now)
+    }
+
+    /// One draining step: closes every connection that has nothing left to answer or
+    /// send; true when none is left or the grace period is over.
+    fn drain_round<H: Handler<State = S>>(
+        &mut self,
+        handler: &mut H,
+        until: time::Instant,
+    ) -> bool {
+        for i in 0..self.conns.len() {
+            let done = self.conns[i]
+                .as_ref()
+                .is_some_and(|c| c.input.is_empty() && c.pending_output() == 0 && !c.streaming);
+            if done {
+                self.drop_conn(i, handler);
+            }
+        }
+        self.connections() == 0 || time::Instant::now() >= until
     }
 
     fn drop_conn<H: Handler<State = S>>(&mut self, i: usize, handler: &mut H) {
@@ -295,8 +361,11 @@ impl<S: Default> Server<S> {
     }
 
     fn accept_all<H: Handler<State = S>>(&mut self, handler: &mut H) {
+        let Some(listener) = self.listener.as_mut() else {
+            return;
+        };
         loop {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
                     if stream.set_nonblocking(true).is_err() {
                         continue;

@@ -384,6 +384,7 @@ fn server_serves_pipelined_streamed_and_closing_clients() {
                 tick: Some(core::time::Duration::from_millis(100)),
                 log: false,
                 name: "lines",
+                ..ServerOptions::default()
             },
         )
         .map_err(|e| e.to_string())?;

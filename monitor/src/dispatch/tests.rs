@@ -1,5 +1,6 @@
 use super::*;
 use crate::memory::{Region, RegionKind};
+use septem_abi::YIELD_SHUTDOWN;
 use std::collections::VecDeque;
 
 #[derive(Default)]
@@ -768,7 +769,13 @@ fn yield_waits_on_net_devices_only() {
     let (_, out) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(500, 0));
     assert_eq!(out.ready_set, 0);
     assert_eq!(host.waited_for, Some(0));
-    for wait_set in [0b01, 0b11, 0b100, 1 << 63, u64::MAX] {
+    // The shutdown event may be waited for with or without devices.
+    for wait_set in [YIELD_SHUTDOWN, YIELD_SHUTDOWN | 0b10] {
+        let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(500, wait_set));
+        assert_eq!(a, Action::Resume(0), "{wait_set:#x}");
+        assert_eq!(host.waited_for, Some(wait_set));
+    }
+    for wait_set in [0b01, 0b11, 0b100, 1 << 62, u64::MAX] {
         host.waited_for = None;
         let (a, _) = call_cfg(&m, &mut host, NET_CFG, Hypercall::Yield, &y(500, wait_set));
         assert_eq!(a, Action::Resume(HcError::NoDevice.code()), "{wait_set:#x}");

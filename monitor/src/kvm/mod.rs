@@ -195,11 +195,19 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         Ok(p) => p,
         Err(e) => fail(e),
     };
+    let signal = match crate::host::shutdown_signal_fd() {
+        Ok(fd) => fd,
+        Err(e) => fail(vm::SetupError {
+            what: "cannot turn SIGTERM into the guest's shutdown event".into(),
+            errno: e.raw_os_error().unwrap_or(0),
+        }),
+    };
     let fds = SealFds {
         tap: guest.devices.tap_fds(),
         block: guest.devices.block_fds(),
         vcpu: Some(p.machine.vcpu.as_raw_fd()),
         control: Some(control),
+        signal: Some(signal),
         ..SealFds::console_only()
     };
     let prog = match seccomp::compile(BackendKind::Kvm, &fds) {
@@ -220,7 +228,7 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         layout: &guest.layout,
         mem: &p.mem,
     };
-    let mut host: SysHost = guest.devices.sys_host();
+    let mut host: SysHost = guest.devices.sys_host().with_shutdown_signal(signal);
     if let Err(e) = seccomp::seal(&prog) {
         fail(vm::SetupError {
             what: "cannot seal the monitor with seccomp".into(),

@@ -287,7 +287,7 @@ fn alternatives(cond: &Cond, fds: &SealFds) -> Result<Vec<Vec<Check>>, FilterErr
         } => {
             let max = match bound {
                 Bound::Const(max) => max,
-                Bound::CountOf(class) => fds.fds(class).len() as u64,
+                Bound::CountOf(classes) => classes.iter().map(|&c| fds.fds(c).len() as u64).sum(),
             };
             vec![vec![Check::Le { arg, width, max }]]
         }
@@ -371,6 +371,7 @@ impl SealFds {
             FdClass::Block => &self.block,
             FdClass::Vcpu => self.vcpu.as_slice(),
             FdClass::Control => self.control.as_slice(),
+            FdClass::Signal => self.signal.as_slice(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct SealFds {
     pub vcpu: Option<RawFd>,
     /// The status pipe to the parent (kvm backend).
     pub control: Option<RawFd>,
+    /// The shutdown signalfd ([`crate::host::ShutdownSignal`]).
+    pub signal: Option<RawFd>,
 }
 
 impl SealFds {

@@ -28,6 +28,9 @@ pub enum FdClass {
     Vcpu,
     /// The status pipe a sealed KVM child reports its exit status on (kvm backend only).
     Control,
+    /// The signalfd that turns SIGTERM into the guest's shutdown event
+    /// (`septem_abi::YIELD_SHUTDOWN`).
+    Signal,
 }
 
 impl FdClass {
@@ -40,6 +43,7 @@ impl FdClass {
             FdClass::Block => "block",
             FdClass::Vcpu => "vcpu",
             FdClass::Control => "control",
+            FdClass::Signal => "signal",
         }
     }
 }
@@ -59,8 +63,9 @@ pub enum Width {
 pub enum Bound {
     /// A constant.
     Const(u64),
-    /// The number of fds in a class (e.g. `ppoll`'s `nfds <= #tap`).
-    CountOf(FdClass),
+    /// The number of fds in these classes together (e.g. `ppoll`'s
+    /// `nfds <= #tap+#signal`).
+    CountOf(&'static [FdClass]),
 }
 
 /// One condition on one argument.
@@ -126,7 +131,7 @@ const READ: Rule = Rule {
     conds: &[Cond::FdIn {
         arg: 0,
         what: "fd",
-        classes: &[FdClass::Tap],
+        classes: &[FdClass::Tap, FdClass::Signal],
     }],
 };
 
@@ -183,7 +188,7 @@ const PPOLL: Rule = Rule {
             arg: 1,
             what: "nfds",
             width: Width::U32,
-            bound: Bound::CountOf(FdClass::Tap),
+            bound: Bound::CountOf(&[FdClass::Tap, FdClass::Signal]),
         },
         Cond::OneOf {
             arg: 3,
@@ -307,7 +312,13 @@ impl fmt::Display for CondsDisplay<'_> {
                 }
                 Cond::AtMost { what, bound, .. } => match bound {
                     Bound::Const(max) => write!(f, "{what} <= {max}")?,
-                    Bound::CountOf(class) => write!(f, "{what} <= #{}", class.name())?,
+                    Bound::CountOf(classes) => {
+                        write!(f, "{what} <= ")?;
+                        for (i, class) in classes.iter().enumerate() {
+                            let plus = if i == 0 { "" } else { "+" };
+                            write!(f, "{plus}#{}", class.name())?;
+                        }
+                    }
                 },
             }
         }

@@ -97,14 +97,17 @@ impl Backend for SptBackend {
         let loaded = loader::load(&image_bytes, &image, &layout, &boot)?;
         // Everything that allocates or frees happens before sealing.
         drop((image_bytes, args, env, boot_devices));
+        let signal = host::shutdown_signal_fd()
+            .map_err(setup("cannot turn SIGTERM into the guest's shutdown event"))?;
         let fds = SealFds {
             tap: devices.tap_fds(),
             block: devices.block_fds(),
+            signal: Some(signal),
             ..SealFds::console_only()
         };
         let program = seccomp::compile(BackendKind::Seccomp, &fds)
             .map_err(|e| setup("cannot build the seccomp filter")(io::Error::other(e)))?;
-        let sys_host = devices.sys_host();
+        let sys_host = devices.sys_host().with_shutdown_signal(signal);
         // The tap and block fds must stay open for the guest's life: the process ends with
         // exit_group, so they are simply never closed.
         std::mem::forget(devices);
