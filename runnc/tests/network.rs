@@ -156,10 +156,8 @@ fn open_tap(path: PathBuf, name: &str) -> OwnedFd {
     std::thread::spawn(move || {
         let ns = File::open(&path).unwrap();
         // SAFETY: joins a network namespace on this short-lived thread only.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
         let tun = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
