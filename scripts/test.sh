@@ -12,6 +12,7 @@ command -v objdump >/dev/null || need_apt+=(binutils)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v umoci >/dev/null || need_apt+=(umoci)
 command -v containerd >/dev/null || need_apt+=(containerd)
+command -v busybox >/dev/null || need_apt+=(busybox-static)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 # Network end-to-end tests (tests/tests/servers.rs): clients run in a test netns.
 command -v ip >/dev/null || need_apt+=(iproute2)
