@@ -4,7 +4,10 @@
 //! unikernel runs on that tap inside the namespace with eth0's MAC, address and
 //! gateway, and `curl` from the host's root namespace gets a 200 at the pod IP.
 //! Afterwards everything is taken down (guest, wiring, CNI DEL, namespace, bridge) and
-//! nothing may be left. Needs root, taps, `/usr/lib/cni` (containernetworking-plugins)
+//! nothing may be left. `runnc_runs_httpd_in_cni_pod` does the same through the real
+//! `runnc` binary: a bundle (`rootfs/unikernel/httpd.septem`, config.json naming the
+//! pod's namespace and `org.septem.runnc.backend`), `runnc create` (which wires),
+//! `start`, curl, `kill KILL`, `delete` (which unwires and removes the cgroup). Needs root, taps, `/usr/lib/cni` (containernetworking-plugins)
 //! and curl; skips with a printed reason otherwise.
 
 use septem_tests::net::{skip_unless_net, Running};
@@ -253,4 +256,164 @@ backend_tests!(httpd_in_cni_pod_answers_curl_from_the_host, |b| {
         !routes.contains(&format!("10.99.{subnet_octet}.0/24")),
         "route left: {routes}"
     );
+});
+
+/// Runs `runnc --root ROOT args…` with output to `log` (the container process inherits
+/// runnc's stdio, so pipes would stay open as long as the guest runs).
+fn runnc(root: &Path, log: &Path, args: &[&str]) -> Result<(), String> {
+    let log_file = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log")
+    };
+    let status = Command::new(bin("runnc"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file())
+        .stderr(log_file())
+        .status()
+        .map_err(|e| format!("spawn runnc: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "runnc {args:?}: {status}\n--- log\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ))
+    }
+}
+
+fn runnc_status(root: &Path, id: &str) -> Option<String> {
+    let out = Command::new(bin("runnc"))
+        .arg("--root")
+        .arg(root)
+        .args(["state", id])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["status"].as_str().map(str::to_string)
+}
+
+/// `runnc delete --force` on drop, so a failing test leaves no container behind.
+struct Container<'a> {
+    root: &'a Path,
+    log: &'a Path,
+    id: String,
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = runnc(self.root, self.log, &["delete", "--force", &self.id]);
+    }
+}
+
+backend_tests!(runnc_runs_httpd_in_cni_pod, |b| {
+    if skip() {
+        return;
+    }
+    let image = example("httpd");
+    let subnet_octet = match b {
+        Backend::Seccomp => 2,
+        Backend::Kvm => 3,
+    };
+    let mut pod = Pod::new(subnet_octet);
+    let (ip, _, _) = pod.add();
+
+    // The bundle: the image in the rootfs, the pod's namespace in config.json.
+    let work = tempfile::tempdir().expect("tempdir");
+    let bundle = work.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/unikernel")).unwrap();
+    std::fs::copy(&image, bundle.join("rootfs/unikernel/httpd.septem")).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["/unikernel/httpd.septem"],
+            "env": ["PATH=/usr/bin:/bin"],
+            "cwd": "/",
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "httpd",
+        "annotations": {
+            "org.septem.unikernel": "true",
+            "org.septem.runnc.backend": b.name(),
+        },
+        "linux": {
+            "namespaces": [
+                { "type": "network", "path": pod.path() },
+                { "type": "mount" },
+                { "type": "ipc" },
+                { "type": "uts" },
+                { "type": "pid" },
+            ],
+        },
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let root = work.path().join("state");
+    let log = work.path().join("runnc.log");
+    let id = format!("cni-{}-{}", std::process::id(), b.name());
+    let bundle_arg = bundle.to_str().unwrap();
+    let pid_file = work.path().join("pid");
+    runnc(
+        &root,
+        &log,
+        &[
+            "create",
+            "--bundle",
+            bundle_arg,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let container = Container {
+        root: &root,
+        log: &log,
+        id: id.clone(),
+    };
+    assert_eq!(runnc_status(&root, &id).as_deref(), Some("created"));
+    let links = run(&[
+        "ip", "netns", "exec", &pod.netns, "ip", "-o", "link", "show",
+    ]);
+    assert!(links.contains("stap0"), "no tap after create: {links}");
+    runnc(&root, &log, &["start", &id]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runnc_status(&root, &id).as_deref(), Some("running"));
+
+    let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
+    eprintln!("runnc: curl http://{ip}/ → {} bytes, 200", page.len());
+
+    runnc(&root, &log, &["kill", &id, "KILL"]).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runnc_status(&root, &id).as_deref() != Some("stopped") {
+        assert!(Instant::now() < deadline, "not stopped after kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    runnc(&root, &log, &["delete", &id]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runnc_status(&root, &id), None, "state left after delete");
+    let links = run(&[
+        "ip", "netns", "exec", &pod.netns, "ip", "-o", "link", "show",
+    ]);
+    assert!(!links.contains("stap0"), "tap left after delete: {links}");
+    let qdiscs = run(&[
+        "ip", "netns", "exec", &pod.netns, "tc", "qdisc", "show", "dev", "eth0",
+    ]);
+    assert!(!qdiscs.contains("ingress"), "eth0 ingress left: {qdiscs}");
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/runnc").join(&id).exists()
+            && !Path::new("/sys/fs/cgroup/runnc").join(&id).exists(),
+        "cgroup left after delete"
+    );
+    drop(container);
+
+    pod.teardown().expect("CNI DEL and teardown");
+    let netns = run(&["ip", "netns", "list"]);
+    assert!(!netns.contains(&pod.netns), "namespace left: {netns}");
+    let links = run(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains(&pod.bridge), "bridge left: {links}");
 });
