@@ -172,6 +172,15 @@ fn v1_create_apply_and_cpuset_inheritance() {
     .unwrap();
     assert_eq!(read(r.join("pids/p/c1/pids.max")), "7");
     assert_eq!(read(c.join("cpu.cfs_quota_us")), "-1");
+    // 0 is "not set": nothing is written.
+    cg.apply(&Resources {
+        cpu_quota: Some(0),
+        cpu_shares: Some(0),
+        ..Resources::default()
+    })
+    .unwrap();
+    assert_eq!(read(c.join("cpu.cfs_quota_us")), "-1");
+    assert_eq!(read(c.join("cpu.shares")), "512");
     // No memsw file (no swap accounting): the swap limit is skipped, not an error.
     fs::remove_file(m.join("memory.memsw.limit_in_bytes")).unwrap();
     cg.apply(&Resources {

@@ -149,14 +149,15 @@ pub(super) fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
         tracing::warn!("memory controller not mounted; memory limits ignored");
     }
     if let Some(cpu) = dir_of(dirs, "cpu") {
-        if let Some(shares) = r.cpu_shares {
+        // 0 means "not set" for shares, period and quota (as in runc).
+        if let Some(shares) = r.cpu_shares.filter(|s| *s > 0) {
             fsutil::write(&cpu.join("cpu.shares"), &shares.to_string())?;
         }
-        if let Some(period) = r.cpu_period {
+        if let Some(period) = r.cpu_period.filter(|p| *p > 0) {
             fsutil::write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
         }
-        if let Some(quota) = r.cpu_quota {
-            let q = if quota <= 0 { -1 } else { quota };
+        if let Some(quota) = r.cpu_quota.filter(|q| *q != 0) {
+            let q = if quota < 0 { -1 } else { quota };
             fsutil::write(&cpu.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
     }
