@@ -3,6 +3,7 @@
 //! usable here (tests that need it skip with a printed reason when it is not).
 
 pub mod net;
+pub mod runnc;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,435 @@
+//! `runnc` end to end with real processes: Septem bundles made from `runnc spec` and
+//! test guests, run under `septem-run` (backend seccomp via the bundle annotation, one
+//! KVM case), lifecycle and forbidden orders, crash recovery, logging, fallback of a
+//! busybox bundle to runc.
+//!
+//! Every test needs root (cgroups, namespaces) and skips with a printed reason
+//! otherwise.
+
+use septem_tests::runnc::{edit_config, pid_alive, skip_unless_root, Rt};
+use septem_tests::{guest, kvm_usable};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The cgroup directories recorded in the container's state file.
+fn cgroup_dirs(rt: &Rt, id: &str) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(rt.root.join(id).join("state.json")).expect("state.json");
+    let v: Value = serde_json::from_str(&text).expect("state.json is JSON");
+    v["cgroup"]["dirs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(PathBuf::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A bundle of the long-lived `net_echo` guest (sends a frame every second, exits
+/// after 30 s without an answer) in a network namespace runnc makes itself.
+fn long_lived(rt: &Rt, name: &str) -> PathBuf {
+    rt.bundle(name, &guest("net_echo"), &[])
+}
+
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + WAIT;
+    while pid_alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} still alive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// create → created (the guest has not run yet), start → it runs, then stopped;
+/// delete removes state and cgroup.
+#[test]
+fn create_start_state_delete() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("lifecycle");
+    let b = rt.bundle("b", &guest("args_env"), &["one", "two"]);
+    edit_config(&b, |c| {
+        c["process"]["env"] = serde_json::json!(["GREETING=hi"])
+    });
+    let pid = rt.create(&b, "c1");
+    assert!(pid_alive(pid), "the pid file names a live process");
+    let st = rt.state("c1");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["id"], "c1");
+    assert_eq!(st["bundle"], b.to_str().unwrap());
+    assert_eq!(st["annotations"]["org.septem.unikernel"], "true");
+    assert!(st["created"].as_str().unwrap().ends_with('Z'));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rt.output("c1"), "", "the guest ran before start");
+    let dirs = cgroup_dirs(&rt, "c1");
+    assert!(!dirs.is_empty() && dirs.iter().all(|d| d.is_dir()));
+
+    rt.runnc(&["start", "c1"]).expect_status(0);
+    rt.wait_status("c1", "stopped", WAIT);
+    let out = rt.output("c1");
+    assert!(
+        out.contains("arg[1]=one") && out.contains("arg[2]=two"),
+        "{out}"
+    );
+    assert!(
+        out.contains("env GREETING=hi") && out.contains("args_env done"),
+        "{out}"
+    );
+    assert_eq!(rt.state("c1")["pid"], 0);
+
+    rt.runnc(&["delete", "c1"]).expect_status(0);
+    assert!(!rt.root.join("c1").exists(), "state dir left");
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+}
+
+/// `run` exits with the guest's status and prints its args and environment.
+#[test]
+fn run_exit_status_args_env() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("run");
+    let b = rt.bundle("exit", &guest("exit_code"), &["7"]);
+    let o = rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "r1"]);
+    o.expect_status(7).stdout_has("exit_code: exiting with 7");
+    assert!(!rt.root.join("r1").exists(), "run leaves no state");
+
+    let b = rt.bundle("args", &guest("args_env"), &["x", "--flag"]);
+    edit_config(&b, |c| {
+        c["process"]["env"] = serde_json::json!(["A=1", "B=two words"])
+    });
+    let o = rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "r2"]);
+    o.expect_status(0)
+        .stdout_has("arg[1]=x")
+        .stdout_has("arg[2]=--flag")
+        .stdout_has("env A=1")
+        .stdout_has("env B=two words");
+}
+
+/// The same on the KVM backend (when /dev/kvm works).
+#[test]
+fn run_on_kvm() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Err(why) = kvm_usable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let rt = Rt::new("kvm");
+    let b = rt.bundle("exit", &guest("exit_code"), &["5"]);
+    edit_config(&b, |c| {
+        c["annotations"]["org.septem.runnc.backend"] = "kvm".into()
+    });
+    rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "k1"])
+        .expect_status(5)
+        .stdout_has("exiting with 5");
+}
+
+/// start twice, start after stop, create of an existing id, kill of a stopped
+/// container: all refused with status 1.
+#[test]
+fn forbidden_orders() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("orders");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    rt.create(&b, "o1");
+    let o = rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "o1"]);
+    o.expect_status(1).stderr_has("already exists");
+    rt.runnc(&["start", "o1"]).expect_status(0);
+    rt.wait_status("o1", "stopped", WAIT);
+    rt.runnc(&["start", "o1"])
+        .expect_status(1)
+        .stderr_has("cannot start a container that has stopped");
+    rt.runnc(&["kill", "o1", "TERM"])
+        .expect_status(1)
+        .stderr_has("container not running");
+    rt.runnc(&["delete", "o1"]).expect_status(0);
+}
+
+/// Ids runnc does not know go to runc, which refuses them.
+#[test]
+fn unknown_ids_go_to_runc() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("unknown");
+    for cmd in [
+        &["state", "nope"][..],
+        &["start", "nope"],
+        &["kill", "nope", "KILL"],
+    ] {
+        let o = rt.runnc(cmd);
+        assert_ne!(o.status, Some(0), "{cmd:?}: {o:?}");
+        assert!(o.stderr.contains("does not exist"), "{cmd:?}: {o:?}");
+    }
+    rt.runnc(&["delete", "--force", "nope"]).expect_status(0);
+}
+
+/// A running guest: delete refused without --force, ps/list/events show it,
+/// pause/resume round trip, delete --force leaves nothing.
+#[test]
+fn running_guest_ps_list_pause_force_delete() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("running");
+    let b = long_lived(&rt, "b");
+    let pid = rt.create(&b, "n1");
+    rt.runnc(&["start", "n1"]).expect_status(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rt.status("n1"), "running", "output: {}", rt.output("n1"));
+
+    let ps = rt.runnc(&["ps", "--format", "json", "n1"]);
+    ps.expect_status(0);
+    let pids: Vec<i32> = serde_json::from_str(&ps.stdout).expect("ps JSON");
+    assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+
+    let list = rt.runnc(&["list", "--format", "json"]);
+    list.expect_status(0);
+    let all: Value = serde_json::from_str(&list.stdout).expect("list JSON");
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == "n1" && c["status"] == "running" && c["pid"] == pid));
+    rt.runnc(&["list", "-q"]).expect_status(0).stdout_has("n1");
+
+    let ev = rt.runnc(&["events", "--stats", "n1"]);
+    ev.expect_status(0);
+    let ev: Value = serde_json::from_str(ev.stdout.trim()).expect("events JSON");
+    assert_eq!(ev["type"], "stats");
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+
+    rt.runnc(&["pause", "n1"]).expect_status(0);
+    assert_eq!(rt.status("n1"), "paused");
+    rt.runnc(&["resume", "n1"]).expect_status(0);
+    assert_eq!(rt.status("n1"), "running");
+
+    rt.runnc(&["delete", "n1"])
+        .expect_status(1)
+        .stderr_has("not stopped: running");
+    let dirs = cgroup_dirs(&rt, "n1");
+    rt.runnc(&["delete", "--force", "n1"]).expect_status(0);
+    assert!(!pid_alive(pid), "process left");
+    assert!(!rt.root.join("n1").exists(), "state left");
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left");
+}
+
+/// kill TERM and kill KILL of a running guest stop it.
+#[test]
+fn kill_term_and_kill() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("kill");
+    let b = long_lived(&rt, "b");
+    for (id, sig) in [("t1", "TERM"), ("t2", "SIGKILL"), ("t3", "9")] {
+        let pid = rt.create(&b, id);
+        rt.runnc(&["start", id]).expect_status(0);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(rt.status(id), "running");
+        rt.runnc(&["kill", id, sig]).expect_status(0);
+        rt.wait_status(id, "stopped", WAIT);
+        wait_gone(pid);
+        rt.runnc(&["delete", id]).expect_status(0);
+    }
+}
+
+/// Crash recovery: the container process is killed behind runnc's back → stopped;
+/// delete cleans; a stale state.json.tmp is ignored.
+#[test]
+fn crash_then_delete() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("crash");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    let pid = rt.create(&b, "x1");
+    std::fs::write(rt.root.join("x1/state.json.tmp"), b"{ half written").unwrap();
+    assert_eq!(rt.status("x1"), "created");
+    // SAFETY: kill has no memory preconditions; pid is the container process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    assert_eq!(rt.status("x1"), "stopped");
+    rt.runnc(&["start", "x1"]).expect_status(1);
+    let dirs = cgroup_dirs(&rt, "x1");
+    rt.runnc(&["delete", "x1"]).expect_status(0);
+    assert!(!rt.root.join("x1").exists());
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left");
+}
+
+/// A created container is deleted only with --force.
+#[test]
+fn delete_created_needs_force() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("created");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    let pid = rt.create(&b, "d1");
+    rt.runnc(&["delete", "d1"])
+        .expect_status(1)
+        .stderr_has("not stopped: created");
+    rt.runnc(&["delete", "-f", "d1"]).expect_status(0);
+    wait_gone(pid);
+    assert_eq!(rt.output("d1"), "", "the guest never ran");
+}
+
+/// Errors: exit 1, `runnc: …` on stderr, and with --log-format json a JSON line with
+/// level/msg/time in the log file. exec/checkpoint/restore are refused.
+#[test]
+fn errors_and_json_log() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("log");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    rt.create(&b, "l1");
+    let log = rt.dir.join("log.json");
+    let logs = log.to_str().unwrap();
+    rt.runnc(&["--log", logs, "--log-format", "json", "delete", "l1"])
+        .expect_status(1)
+        .stderr_has("runnc: cannot delete container l1");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).expect("JSON log line");
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"].as_str().unwrap().contains("not stopped"),
+        "{last}"
+    );
+    assert!(last["time"].as_str().unwrap().contains('T'));
+    assert_eq!(last.as_object().unwrap().len(), 3, "{last}");
+
+    for cmd in ["exec", "checkpoint", "restore"] {
+        rt.runnc(&[cmd, "l1"])
+            .expect_status(1)
+            .stderr_has("not supported by unikernels");
+    }
+    rt.runnc(&["update", "--memory", "64M", "l1"])
+        .expect_status(1)
+        .stderr_has("guest memory is fixed at boot");
+}
+
+/// spec writes a config runnc accepts and refuses to overwrite it; features is JSON.
+#[test]
+fn spec_and_features() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("spec");
+    let dir = rt.dir.join("s");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    rt.runnc(&["spec", "--bundle", d]).expect_status(0);
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["process"]["args"][0], "/unikernel/app.septem");
+    assert_eq!(c["annotations"]["org.septem.unikernel"], "true");
+    assert_eq!(c["root"]["readonly"], true);
+    assert!(c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "network"));
+    rt.runnc(&["spec", "--bundle", d])
+        .expect_status(1)
+        .stderr_has("exists");
+
+    let f = rt.runnc(&["features"]);
+    f.expect_status(0);
+    let f: Value = serde_json::from_str(&f.stdout).expect("features JSON");
+    assert!(f["ociVersionMax"].is_string());
+    assert!(f["linux"]["namespaces"].is_array());
+}
+
+/// The memory limit becomes the guest's memory less 16 MiB; below 32 MiB is refused.
+#[test]
+fn memory_limit() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("mem");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    edit_config(&b, |c| {
+        c["linux"]["resources"] = serde_json::json!({ "memory": { "limit": 16 << 20 } });
+    });
+    rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "m1"])
+        .expect_status(1)
+        .stderr_has("32 MiB");
+    assert!(!rt.root.join("m1").exists(), "failed create left state");
+    edit_config(&b, |c| {
+        c["linux"]["resources"] = serde_json::json!({ "memory": { "limit": 80 << 20 } });
+    });
+    rt.create(&b, "m2");
+    let st = std::fs::read_to_string(rt.root.join("m2/state.json")).unwrap();
+    assert!(st.contains(&(64u64 << 20).to_string()), "{st}");
+    rt.runnc(&["start", "m2"]).expect_status(0);
+    rt.wait_status("m2", "stopped", WAIT);
+    assert!(
+        rt.output("m2").contains("exiting with 0"),
+        "{}",
+        rt.output("m2")
+    );
+}
+
+/// A non-Septem bundle (busybox) goes to runc: output printed, state under
+/// `<root>/.runc`.
+#[test]
+fn fallback_to_runc() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("SKIPPED: busybox-static is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let rt = Rt::new("fallback");
+    let b = rt.dir.join("bb");
+    std::fs::create_dir_all(b.join("rootfs/bin")).unwrap();
+    std::fs::copy(busybox, b.join("rootfs/bin/busybox")).unwrap();
+    for tool in ["sh", "echo", "sleep"] {
+        std::os::unix::fs::symlink("busybox", b.join("rootfs/bin").join(tool)).unwrap();
+    }
+    let o = std::process::Command::new("runc")
+        .args(["spec", "--bundle", b.to_str().unwrap()])
+        .output()
+        .expect("runc spec");
+    assert!(o.status.success(), "{o:?}");
+    edit_config(&b, |c| {
+        c["process"]["terminal"] = false.into();
+        c["process"]["args"] = serde_json::json!(["/bin/echo", "hi from busybox"]);
+    });
+    rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "f1"])
+        .expect_status(0)
+        .stdout_has("hi from busybox");
+
+    // Detached: runc's state lives under <root>/.runc, list shows it.
+    edit_config(&b, |c| {
+        c["process"]["args"] = serde_json::json!(["/bin/sleep", "30"]);
+    });
+    rt.create(&b, "f2");
+    assert!(
+        rt.root.join(".runc/f2").is_dir(),
+        "runc state not under .runc"
+    );
+    assert!(!rt.root.join("f2").exists());
+    assert_eq!(rt.status("f2"), "created");
+    let list = rt.runnc(&["list", "--format", "json"]);
+    let all: Value = serde_json::from_str(&list.stdout).expect("list JSON");
+    assert!(
+        all.as_array().unwrap().iter().any(|c| c["id"] == "f2"),
+        "{all}"
+    );
+    rt.runnc(&["delete", "--force", "f2"]).expect_status(0);
+}
