@@ -433,3 +433,130 @@ fn fallback_to_runc() {
     );
     rt.runnc(&["delete", "--force", "f2"]).expect_status(0);
 }
+
+/// Block devices: one from the `org.septem.unikernel.disks` annotation (a disk shipped
+/// in the rootfs), one from a read-only bind mount onto /septem/block/<name>; a
+/// declared device with neither is refused at create, naming both ways.
+#[test]
+fn block_devices_from_annotation_and_mount() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("block");
+    let b = rt.bundle("b", &guest("block_rw"), &[]);
+    std::fs::create_dir_all(b.join("rootfs/disks")).unwrap();
+    let disk: Vec<u8> = (0..8192u64 * 512).map(|o| (o * 7 % 251) as u8).collect();
+    std::fs::write(b.join("rootfs/disks/disk.img"), &disk).unwrap();
+    let ro = rt.dir.join("ro.img");
+    let ro_bytes: Vec<u8> = (0..4096u32).map(|i| (i * 3 % 256) as u8).collect();
+    std::fs::write(&ro, &ro_bytes).unwrap();
+
+    edit_config(&b, |c| {
+        c["annotations"]["org.septem.unikernel.disks"] = "disk=/disks/disk.img".into();
+    });
+    rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "b0"])
+        .expect_status(1)
+        .stderr_has("block device \"ro\"")
+        .stderr_has("/septem/block/ro")
+        .stderr_has("org.septem.unikernel.disks");
+    assert!(!rt.root.join("b0").exists());
+
+    edit_config(&b, |c| {
+        c["mounts"] = serde_json::json!([{
+            "destination": "/septem/block/ro",
+            "type": "bind",
+            "source": ro.to_str().unwrap(),
+            "options": ["bind", "ro"]
+        }]);
+    });
+    rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "b1"])
+        .expect_status(0)
+        .stdout_has("block_rw: ro index=1 sectors=8 sector_size=512 read_only=true")
+        .stdout_has("block_rw: OK");
+}
+
+/// Hooks get the state on stdin: createRuntime at create, poststop at delete.
+#[test]
+fn hooks_run_with_state() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("hooks");
+    let b = rt.bundle("b", &guest("exit_code"), &["0"]);
+    let created = rt.dir.join("created.json");
+    let stopped = rt.dir.join("stopped.json");
+    let hook = |file: &Path| {
+        serde_json::json!([{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}", file.display())],
+            "timeout": 5
+        }])
+    };
+    edit_config(&b, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": hook(&created),
+            "poststop": hook(&stopped),
+        });
+    });
+    rt.create(&b, "h1");
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&created).unwrap()).unwrap();
+    assert_eq!(s["id"], "h1");
+    assert_eq!(s["status"], "created");
+    assert!(s["pid"].as_i64().unwrap() > 0);
+    rt.runnc(&["start", "h1"]).expect_status(0);
+    rt.wait_status("h1", "stopped", WAIT);
+    rt.runnc(&["delete", "h1"]).expect_status(0);
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&stopped).unwrap()).unwrap();
+    assert_eq!(s["status"], "stopped");
+
+    // A failing createRuntime hook fails create and leaves nothing.
+    edit_config(&b, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [{ "path": "/bin/false" }],
+        });
+    });
+    rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "h2"])
+        .expect_status(1)
+        .stderr_has("createRuntime hook /bin/false failed");
+    assert!(!rt.root.join("h2").exists());
+}
+
+/// `run` in the foreground relays SIGTERM to the guest, then deletes the container.
+#[test]
+fn run_forwards_sigterm() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("fwd");
+    let b = long_lived(&rt, "b");
+    let out = std::fs::File::create(rt.dir.join("run.out")).unwrap();
+    let mut child = std::process::Command::new(septem_tests::bin("runnc"))
+        .args(["--root", rt.root.to_str().unwrap(), "run", "--bundle"])
+        .arg(&b)
+        .arg("s1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let o = rt.runnc(&["state", "s1"]);
+        if o.status == Some(0) && o.stdout.contains("\"running\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "s1 never ran: {o:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "runnc run did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.code().is_some(), "runnc itself was killed: {status}");
+    assert!(!rt.root.join("s1").exists(), "run left its state");
+}
