@@ -88,14 +88,32 @@ pub struct Bundle {
     pub image: ImageInfo,
     /// The config's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// `rootfs/unikernel/septem.json`, when present and valid.
+    pub marker: Option<Marker>,
 }
 
-/// The marker file's keys.
-#[derive(Debug, serde::Deserialize)]
-struct Marker {
+/// The marker file's keys (docs/oci.md: `unikernel/septem.json`).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Marker {
+    /// True for a unikernel image.
     #[serde(default)]
-    unikernel: bool,
-    binary: Option<String>,
+    pub unikernel: bool,
+    /// The image's path in the rootfs.
+    pub binary: Option<String>,
+    /// The image's default memory (`64M`).
+    pub memory: Option<String>,
+    /// Disks shipped in the rootfs.
+    #[serde(default)]
+    pub disks: Vec<MarkerDisk>,
+}
+
+/// One shipped disk of the marker file.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct MarkerDisk {
+    /// The block device name.
+    pub name: String,
+    /// Its path in the rootfs.
+    pub path: String,
 }
 
 /// Makes a path absolute against the current directory.
@@ -223,5 +241,6 @@ pub fn load(dir: &Path) -> Result<Option<Bundle>, Error> {
         image_path,
         image,
         annotations,
+        marker,
     }))
 }

@@ -131,16 +131,31 @@ pub fn plan(b: &Bundle, default_backend: &str) -> Result<Plan, Error> {
     let resources = resources(linux.and_then(|l| l.resources().as_ref()));
     let mem = match resources.memory_limit.filter(|l| *l > 0) {
         Some(limit) => Some(guest_mem(limit)?),
-        None => b.annotations.get(ANN_MEMORY).cloned(),
+        None => b
+            .annotations
+            .get(ANN_MEMORY)
+            .cloned()
+            .or_else(|| b.marker.as_ref().and_then(|m| m.memory.clone())),
     };
 
     // Block devices: shipped disks, overridden by mounts onto /septem/block/<name>.
     let mut disks: Vec<(String, String)> = Vec::new();
-    if let Some(v) = b.annotations.get(ANN_DISKS) {
-        for (name, path) in parse_disks(v)? {
-            let file = in_rootfs(&b.rootfs, &cwd, &path);
-            disks.push((name, file.display().to_string()));
-        }
+    let shipped = match b.annotations.get(ANN_DISKS) {
+        Some(v) => parse_disks(v)?,
+        None => b
+            .marker
+            .as_ref()
+            .map(|m| {
+                m.disks
+                    .iter()
+                    .map(|d| (d.name.clone(), d.path.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    for (name, path) in shipped {
+        let file = in_rootfs(&b.rootfs, &cwd, &path);
+        disks.push((name, file.display().to_string()));
     }
     let mounts = spec.mounts().clone().unwrap_or_default();
     let mut resolv: Option<PathBuf> = None;

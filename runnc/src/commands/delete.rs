@@ -16,7 +16,14 @@ pub fn delete(ctx: &Ctx, d: &Delete) -> Result<(), Error> {
     let Some(dir) = Dir::open(&ctx.root, &d.id)? else {
         return Err(ctx.forward());
     };
-    let Some(st) = dir.load()? else {
+    let loaded = match dir.load() {
+        Err(e @ crate::state::Error::Corrupt { .. }) if d.force => {
+            tracing::warn!("{e}; removing what is left of {}", d.id);
+            None
+        }
+        other => other?,
+    };
+    let Some(st) = loaded else {
         // A create that crashed before writing any state: only the directory (and
         // maybe an unmounted netns file) exist.
         let _ = crate::netns::remove(&dir.path.join(NETNS_FILE));
