@@ -560,3 +560,161 @@ fn run_forwards_sigterm() {
     assert!(status.code().is_some(), "runnc itself was killed: {status}");
     assert!(!rt.root.join("s1").exists(), "run left its state");
 }
+
+/// containerd's runc v2 shim with runnc as its runtime binary (`ctr run --runc-binary`):
+/// a packaged Septem image runs and `ctr` gets the guest's exit status; a detached
+/// long-lived guest shows in `ctr task ps`, refuses exec, stops on `ctr task kill`.
+#[test]
+fn containerd_shim_uses_runnc() {
+    if skip_unless_root() {
+        return;
+    }
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("containerd") || !have("ctr") {
+        eprintln!("SKIPPED: containerd and ctr are not installed (scripts/test.sh installs them)");
+        return;
+    }
+    let rt = Rt::new("ctr");
+    let tag = |name: &str| format!("docker.io/septem/runnc-{name}:1");
+    for (name, image) in [("exit", guest("exit_code")), ("echo", guest("net_echo"))] {
+        let archive = rt.dir.join(format!("{name}.tar"));
+        septem_tests::septem_build(&[
+            "package",
+            image.to_str().unwrap(),
+            "--tag",
+            &format!("septem/runnc-{name}:1"),
+            "--archive",
+            archive.to_str().unwrap(),
+        ])
+        .expect_status(0);
+    }
+    let ctd = Containerd::start(&rt.dir.join("containerd"));
+    let runnc = septem_tests::bin("runnc");
+    let runnc = runnc.to_str().unwrap();
+    for name in ["exit", "echo"] {
+        ctd.ctr(&[
+            "images",
+            "import",
+            rt.dir.join(format!("{name}.tar")).to_str().unwrap(),
+        ])
+        .expect_status(0);
+    }
+    ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        runnc,
+        &tag("exit"),
+        "e1",
+        "/unikernel/exit_code.septem",
+        "9",
+    ])
+    .expect_status(9)
+    .stdout_has("exiting with 9");
+
+    ctd.ctr(&["run", "-d", "--runc-binary", runnc, &tag("echo"), "n1"])
+        .expect_status(0);
+    let ps = ctd.ctr(&["task", "ps", "n1"]);
+    ps.expect_status(0);
+    let pid = ps
+        .stdout
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next());
+    assert!(
+        pid.is_some_and(|p| p.parse::<i32>().is_ok_and(pid_alive)),
+        "{ps:?}"
+    );
+    ctd.ctr(&["task", "ls"])
+        .expect_status(0)
+        .stdout_has("RUNNING");
+    let exec = ctd.ctr(&["task", "exec", "--exec-id", "x", "n1", "/bin/sh"]);
+    assert_ne!(exec.status, Some(0));
+    assert!(
+        exec.stderr.contains("not supported by unikernels"),
+        "{exec:?}"
+    );
+    ctd.ctr(&["task", "kill", "-s", "SIGKILL", "n1"])
+        .expect_status(0);
+    let deadline = Instant::now() + WAIT;
+    while !ctd.ctr(&["task", "ls"]).stdout.contains("STOPPED") {
+        assert!(Instant::now() < deadline, "n1 did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ctd.ctr(&["task", "rm", "n1"]).expect_status(0);
+    ctd.ctr(&["containers", "rm", "n1"]).expect_status(0);
+}
+
+/// A containerd of the test's own (CRI off, runnc's backend seccomp); killed on drop.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--address")
+            .arg(&socket)
+            .env("RUNNC_BACKEND", "seccomp")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(c.socket.exists() && c.ctr(&["version"]).status == Some(0)) {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> septem_tests::Outcome {
+        let mut all = vec![
+            "--address",
+            self.socket.to_str().unwrap(),
+            "--namespace",
+            "runnc-test",
+        ];
+        all.extend_from_slice(args);
+        septem_tests::run_with_timeout(Path::new("ctr"), &all, Duration::from_secs(60))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for id in ["e1", "n1"] {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+            let _ = self.ctr(&["task", "rm", "-f", id]);
+            let _ = self.ctr(&["containers", "rm", id]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
