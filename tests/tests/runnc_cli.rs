@@ -718,3 +718,111 @@ impl Drop for Containerd {
         let _ = self.child.wait();
     }
 }
+
+fn ip(args: &[&str]) {
+    let o = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A network namespace given by path (what CNI/CRI hand over): runnc wires a tap to
+/// its eth0 and passes eth0's MAC, address, gateway and the bundle's resolv.conf
+/// nameserver to septem-run; delete removes the tap and leaves the namespace.
+#[test]
+fn joins_a_given_netns() {
+    if skip_unless_root() {
+        return;
+    }
+    if septem_tests::net::skip_unless_net() {
+        return;
+    }
+    let rt = Rt::new("cni");
+    let ns = format!("runnc-cni-test-{}", std::process::id());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    ip(&["netns", "add", &ns]);
+    let _ns = Ns(ns.clone());
+    // A veth pair inside the namespace: eth0 sorts first, so the guest gets it.
+    ip(&[
+        "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    ip(&["-n", &ns, "link", "set", "peer0", "up"]);
+    ip(&[
+        "-n",
+        &ns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:aa:bb:cc:dd:01",
+    ]);
+    ip(&["-n", &ns, "addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &ns, "route", "add", "default", "via", "10.77.0.1"]);
+    let resolv = rt.dir.join("resolv.conf");
+    std::fs::write(&resolv, "search example\nnameserver 10.77.0.53\n").unwrap();
+
+    let b = long_lived(&rt, "b");
+    edit_config(&b, |c| {
+        c["linux"]["namespaces"] = serde_json::json!([
+            { "type": "network", "path": format!("/var/run/netns/{ns}") },
+            { "type": "mount" }
+        ]);
+        c["mounts"] = serde_json::json!([{
+            "destination": "/etc/resolv.conf",
+            "type": "bind",
+            "source": resolv.to_str().unwrap(),
+            "options": ["rbind", "ro"]
+        }]);
+    });
+    rt.create(&b, "w1");
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(rt.root.join("w1/state.json")).unwrap())
+            .unwrap();
+    let argv: Vec<&str> = st["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let tap = st["wiring"]["nics"][0]["tap"]
+        .as_str()
+        .expect("a tap")
+        .to_string();
+    for want in [
+        format!("--net:service={tap}"),
+        "--net-mac:service=02:aa:bb:cc:dd:01".to_string(),
+        "--net-ip:service=10.77.0.2/24".to_string(),
+        "--net-gw:service=10.77.0.1".to_string(),
+        "10.77.0.53".to_string(),
+    ] {
+        assert!(
+            argv.contains(&want.as_str()),
+            "{want} missing from {argv:?}"
+        );
+    }
+    assert_eq!(st["own_netns"], false);
+    rt.runnc(&["start", "w1"]).expect_status(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rt.status("w1"), "running", "{}", rt.output("w1"));
+    rt.runnc(&["delete", "--force", "w1"]).expect_status(0);
+    let links = std::process::Command::new("ip")
+        .args(["-n", &ns, "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&tap), "tap {tap} left:\n{links}");
+    assert!(links.contains("eth0"), "{links}");
+}
