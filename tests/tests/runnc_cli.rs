@@ -826,3 +826,82 @@ fn joins_a_given_netns() {
     assert!(!links.contains(&tap), "tap {tap} left:\n{links}");
     assert!(links.contains("eth0"), "{links}");
 }
+
+/// Receives one descriptor sent with SCM_RIGHTS (what runc's console socket carries).
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut cbuf = [0u8; 64];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.len();
+    // SAFETY: msg points at live buffers; recvmsg fills them.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let name = String::from_utf8_lossy(&data[..n as usize]).into_owned();
+    assert!(name.starts_with("/dev/pts/"), "pty name {name:?}");
+    // SAFETY: the kernel filled cbuf with a control message; CMSG_* stay inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no control message");
+        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// process.terminal: the pty master arrives on --console-socket and carries the
+/// guest's output; without a socket create is refused.
+#[test]
+fn terminal_through_console_socket() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::io::Read as _;
+    let rt = Rt::new("tty");
+    let b = rt.bundle("b", &guest("args_env"), &["tty-arg"]);
+    edit_config(&b, |c| c["process"]["terminal"] = true.into());
+    rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "t0"])
+        .expect_status(1)
+        .stderr_has("--console-socket");
+    assert!(!rt.root.join("t0").exists());
+
+    let sock = rt.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
+    rt.runnc(&[
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "t1",
+    ])
+    .expect_status(0);
+    let master = std::fs::File::from(receiver.join().unwrap());
+    rt.runnc(&["start", "t1"]).expect_status(0);
+    rt.wait_status("t1", "stopped", WAIT);
+    let mut out = Vec::new();
+    let mut master = master;
+    let mut buf = [0u8; 4096];
+    // The slave is closed once the guest is gone: read until EIO/EOF.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("arg[1]=tty-arg") && out.contains("args_env done"),
+        "{out}"
+    );
+    rt.runnc(&["delete", "t1"]).expect_status(0);
+}
