@@ -905,3 +905,81 @@ fn terminal_through_console_socket() {
     );
     rt.runnc(&["delete", "t1"]).expect_status(0);
 }
+
+/// Concurrent starts of one container serialize on its lock: exactly one succeeds.
+#[test]
+fn concurrent_starts_serialize() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("race");
+    let b = long_lived(&rt, "b");
+    rt.create(&b, "c1");
+    let rt = std::sync::Arc::new(rt);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let rt = std::sync::Arc::clone(&rt);
+            std::thread::spawn(move || rt.runnc(&["start", "c1"]))
+        })
+        .collect();
+    let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = outcomes.iter().filter(|o| o.status == Some(0)).count();
+    assert_eq!(ok, 1, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.status != Some(0))
+        .all(|o| o.stderr.contains("already running")));
+    rt.runnc(&["delete", "--force", "c1"]).expect_status(0);
+}
+
+/// Settings from the environment, --debug logging of the septem-run argv, and
+/// `update` of the pids limit on the cgroup.
+#[test]
+fn settings_debug_log_and_update() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("settings");
+    let b = long_lived(&rt, "b");
+    let bs = b.to_str().unwrap();
+    rt.runnc_env(
+        &["create", "--bundle", bs, "s0"],
+        &[("RUNNC_SEPTEM_RUN", "/nonexistent/septem-run")],
+    )
+    .expect_status(1)
+    .stderr_has("septem-run not found at /nonexistent/septem-run");
+    rt.runnc_env(&["state", "s0"], &[("RUNNC_BACKEND", "qemu")])
+        .expect_status(1)
+        .stderr_has("invalid backend \"qemu\"");
+    let conf = rt.dir.join("runnc.toml");
+    std::fs::write(&conf, "backend = \"warp\"\n").unwrap();
+    rt.runnc_env(&["list"], &[("RUNNC_CONFIG", conf.to_str().unwrap())])
+        .expect_status(1)
+        .stderr_has("invalid backend \"warp\"");
+
+    let log = rt.dir.join("debug.log");
+    let out = std::fs::File::create(rt.dir.join("s1.out")).unwrap();
+    let status = std::process::Command::new(septem_tests::bin("runnc"))
+        .args(["--root", rt.root.to_str().unwrap(), "--debug", "--log"])
+        .arg(&log)
+        .args(["create", "--bundle", bs, "s1"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("septem-run argv for s1"), "{text}");
+    assert!(text.contains("level=debug"), "{text}");
+
+    rt.runnc(&["start", "s1"]).expect_status(0);
+    rt.runnc(&["update", "--pids-limit", "42", "s1"])
+        .expect_status(0);
+    let dirs = cgroup_dirs(&rt, "s1");
+    let limit = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok())
+        .expect("a pids.max");
+    assert_eq!(limit.trim(), "42");
+    rt.runnc(&["delete", "--force", "s1"]).expect_status(0);
+}
