@@ -14,6 +14,7 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 command -v containerd >/dev/null || need_apt+=(containerd)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # Network end-to-end tests (tests/tests/servers.rs): clients run in a test netns.
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)
