@@ -1,0 +1,450 @@
+//! The image store: content-addressed by manifest digest under `<state>/images`.
+//!
+//! ```text
+//! images/
+//!   index.json                  {"images": {"sha256:…": {repo_tags, repo_digests, size, …}}}
+//!   sha256/<hex>/               the OCI image layout written by septem-build's pull
+//! ```
+//!
+//! Pulls go through `septem_build::oci::registry::pull` (digests verified, non-Septem
+//! images refused) into a staging directory, then are renamed to their digest.
+
+use crate::util;
+use septem_build::oci::registry::{self, PullOptions, RegistryOptions};
+use septem_build::oci::OciError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Errors of the image store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A reference that does not parse.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    BadReference {
+        /// What was given.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// A registry error with its class.
+    #[error("pulling {reference}: {source}")]
+    Pull {
+        /// The reference.
+        reference: String,
+        /// What failed.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// File system trouble.
+    #[error("{what}")]
+    Io {
+        /// What was done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored layout is not what pull wrote.
+    #[error("stored image {digest} is damaged: {reason}")]
+    Damaged {
+        /// The image.
+        digest: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// One stored image.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `sha256:<hex>` of the manifest (the image id).
+    pub id: String,
+    /// `registry/repo:tag` names pointing at it.
+    pub repo_tags: Vec<String>,
+    /// `registry/repo@sha256:…` names.
+    pub repo_digests: Vec<String>,
+    /// Bytes on disk (blobs).
+    pub size: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    images: BTreeMap<String, ImageRecord>,
+}
+
+/// What a container needs from its image.
+#[derive(Clone, Debug, Default)]
+pub struct ImageConfig {
+    /// Entrypoint.
+    pub entrypoint: Vec<String>,
+    /// Cmd.
+    pub cmd: Vec<String>,
+    /// Env (`K=V`).
+    pub env: Vec<String>,
+    /// Labels (Septem's marks among them).
+    pub labels: BTreeMap<String, String>,
+    /// The gzip layers, in order.
+    pub layers: Vec<PathBuf>,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    index: Mutex<Index>,
+}
+
+/// A normalized reference: `registry/repo` plus tag and digest.
+#[derive(Clone, Debug)]
+pub struct Name {
+    /// `registry/repository`.
+    pub repo: String,
+    /// The tag (`latest` by default).
+    pub tag: Option<String>,
+    /// `sha256:…` when given.
+    pub digest: Option<String>,
+}
+
+impl Name {
+    /// Parses with septem-build's reference grammar (Docker Hub defaults).
+    pub fn parse(s: &str) -> Result<Name, Error> {
+        let r =
+            septem_build::oci::reference::parse_reference(s).map_err(|e| Error::BadReference {
+                reference: s.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Name {
+            repo: format!("{}/{}", r.registry(), r.repository()),
+            tag: r.tag().map(str::to_string),
+            digest: r.digest().map(str::to_string),
+        })
+    }
+
+    /// `repo:tag` (when tagged).
+    #[must_use]
+    pub fn repo_tag(&self) -> Option<String> {
+        self.tag.as_ref().map(|t| format!("{}:{t}", self.repo))
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        std::fs::create_dir_all(dir.join("sha256"))
+            .map_err(io(format!("creating {}", dir.display())))?;
+        // Staging directories of an interrupted pull are garbage.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".pull-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let index = util::read_json(&dir.join("index.json"))
+            .map_err(io("reading the image index"))?
+            .unwrap_or_default();
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(index),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn save(&self, index: &Index) -> Result<(), Error> {
+        util::write_json_atomic(&self.dir.join("index.json"), index)
+            .map_err(io("writing the image index"))
+    }
+
+    /// The layout directory of image `id`.
+    #[must_use]
+    pub fn layout(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("sha256")
+            .join(id.trim_start_matches("sha256:"))
+    }
+
+    /// Pulls `reference` (blocking; call from a blocking thread) and returns the record.
+    pub fn pull(
+        &self,
+        reference: &str,
+        auth: Option<(String, String)>,
+    ) -> Result<ImageRecord, Error> {
+        let name = Name::parse(reference)?;
+        let staging = self.dir.join(format!(
+            ".pull-{}",
+            util::random_id().map_err(io("random id"))?
+        ));
+        let opts = RegistryOptions {
+            insecure: false,
+            auth: septem_build::oci::auth::AuthFlags {
+                username: auth.as_ref().map(|a| a.0.clone()),
+                password: auth.map(|a| a.1),
+                password_stdin: false,
+            },
+            quiet: true,
+        };
+        let pulled = registry::pull(
+            reference,
+            &PullOptions {
+                out: staging.clone(),
+                archive: false,
+                extract: None,
+            },
+            &opts,
+        );
+        let pulled = match pulled {
+            Ok(p) => p,
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(Error::Pull {
+                    reference: reference.to_string(),
+                    source,
+                });
+            }
+        };
+        let id = pulled.digest.clone();
+        let dest = self.layout(&id);
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(&staging);
+        } else {
+            std::fs::rename(&staging, &dest).map_err(io(format!("storing {id}")))?;
+        }
+        let size = dir_size(&dest);
+        let mut index = self.lock();
+        // A tag moves: take it off any other image.
+        let tag = name.repo_tag().filter(|_| name.digest.is_none());
+        if let Some(tag) = &tag {
+            for rec in index.images.values_mut() {
+                rec.repo_tags.retain(|t| t != tag);
+            }
+        }
+        let rec = index
+            .images
+            .entry(id.clone())
+            .or_insert_with(|| ImageRecord {
+                id: id.clone(),
+                ..ImageRecord::default()
+            });
+        rec.size = size;
+        if let Some(tag) = tag {
+            rec.repo_tags.push(tag);
+        }
+        let by_digest = format!("{}@{id}", name.repo);
+        if !rec.repo_digests.contains(&by_digest) {
+            rec.repo_digests.push(by_digest);
+        }
+        let rec = rec.clone();
+        self.save(&index)?;
+        Ok(rec)
+    }
+
+    /// Finds an image by id (`sha256:…` or its hex), `repo:tag`, or `repo@digest`.
+    #[must_use]
+    pub fn find(&self, image: &str) -> Option<ImageRecord> {
+        let index = self.lock();
+        let hex_id = format!("sha256:{image}");
+        if let Some(r) = index
+            .images
+            .get(image)
+            .or_else(|| index.images.get(&hex_id))
+        {
+            return Some(r.clone());
+        }
+        let name = Name::parse(image).ok()?;
+        index
+            .images
+            .values()
+            .find(|r| match &name.digest {
+                Some(d) => r.id == *d || r.repo_digests.contains(&format!("{}@{d}", name.repo)),
+                None => name.repo_tag().is_some_and(|t| r.repo_tags.contains(&t)),
+            })
+            .cloned()
+    }
+
+    /// Every image.
+    #[must_use]
+    pub fn list(&self) -> Vec<ImageRecord> {
+        self.lock().images.values().cloned().collect()
+    }
+
+    /// Removes an image (by any of its names); false when there was none.
+    pub fn remove(&self, image: &str) -> Result<bool, Error> {
+        let Some(rec) = self.find(image) else {
+            return Ok(false);
+        };
+        let mut index = self.lock();
+        index.images.remove(&rec.id);
+        self.save(&index)?;
+        drop(index);
+        let dir = self.layout(&rec.id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+        }
+        Ok(true)
+    }
+
+    /// Bytes and inodes used by the store.
+    #[must_use]
+    pub fn usage(&self) -> (u64, u64) {
+        usage_of(&self.dir)
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the image config and layer paths of image `id` from its layout.
+    pub fn config(&self, id: &str) -> Result<ImageConfig, Error> {
+        let layout = self.layout(id);
+        let damaged = |reason: String| Error::Damaged {
+            digest: id.to_string(),
+            reason,
+        };
+        let blob = |digest: &str| -> PathBuf {
+            let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+            layout.join("blobs").join(alg).join(hex)
+        };
+        let read = |p: &Path| -> Result<serde_json::Value, Error> {
+            let bytes = std::fs::read(p).map_err(io(format!("reading {}", p.display())))?;
+            serde_json::from_slice(&bytes).map_err(|e| damaged(format!("{}: {e}", p.display())))
+        };
+        let manifest = read(&blob(id))?;
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| damaged("manifest has no config".into()))?;
+        let config = read(&blob(config_digest))?;
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let c = &config["config"];
+        let labels = c["Labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let layers = manifest["layers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["digest"].as_str().map(&blob))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ImageConfig {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            labels,
+            layers,
+        })
+    }
+}
+
+/// Why a pull failed, as a class for the gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailure {
+    /// Not in the registry.
+    NotFound,
+    /// Not a Septem image.
+    NotSeptem,
+    /// Bad reference.
+    BadReference,
+    /// Credentials refused.
+    Auth,
+    /// Registry unreachable.
+    Unreachable,
+    /// Digest mismatch.
+    Integrity,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a pull error.
+#[must_use]
+pub fn classify(e: &anyhow::Error) -> PullFailure {
+    match e.chain().find_map(|c| c.downcast_ref::<OciError>()) {
+        Some(OciError::NotFound { .. }) => PullFailure::NotFound,
+        Some(OciError::NotSeptem { .. }) => PullFailure::NotSeptem,
+        Some(OciError::BadReference { .. } | OciError::InvalidImage { .. }) => {
+            PullFailure::BadReference
+        }
+        Some(OciError::Auth { .. }) => PullFailure::Auth,
+        Some(OciError::Unreachable { .. }) => PullFailure::Unreachable,
+        Some(OciError::Integrity(_)) => PullFailure::Integrity,
+        None => PullFailure::Other,
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&std::fs::Metadata)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        f(&m);
+        if m.is_dir() {
+            walk(&e.path(), f);
+        }
+    }
+}
+
+/// Bytes (of files) and inodes under `dir`.
+#[must_use]
+pub fn usage_of(dir: &Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut inodes = 0;
+    walk(dir, &mut |m| {
+        if m.is_file() {
+            bytes += m.len();
+        }
+        inodes += 1;
+    });
+    (bytes, inodes)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut n = 0;
+    walk(dir, &mut |m| {
+        if m.is_file() {
+            n += m.len();
+        }
+    });
+    n
+}
+
+/// Unpacks the gzip tar `layers` in order into `rootfs` (tar's own checks refuse
+/// entries escaping it).
+pub fn unpack(layers: &[PathBuf], rootfs: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(rootfs)?;
+    for layer in layers {
+        let f = std::fs::File::open(layer)?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        ar.set_preserve_permissions(true);
+        ar.set_overwrite(true);
+        ar.unpack(rootfs)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! septem-cri is a child subreaper (`PR_SET_CHILD_SUBREAPER`): `runnc create` forks the
+//! container process and exits, so the container becomes septem-cri's child and its
+//! exit status (the guest's) can be collected with `waitpid`. Every other orphan of the
+//! subtree (e.g. the detached process in which septem-run closes a KVM VM) is reparented
+//! here too; the sweeper thread reaps those zombies.
+//!
+//! To not steal the status of a child someone waits for, every process septem-cri starts
+//! is registered (under the same lock as the sweep) and container pids are registered
+//! as soon as their waiter starts; an unregistered zombie is reaped only when it was
+//! already a zombie one sweep earlier.
+
+use std::collections::HashSet;
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+fn registry() -> &'static Mutex<HashSet<i32>> {
+    static R: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, HashSet<i32>> {
+    registry()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes this process a child subreaper and starts the sweeper.
+pub fn init() -> std::io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(sweeper)?;
+    Ok(())
+}
+
+/// Spawns `cmd`, registered so the sweeper leaves it alone.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut set = lock();
+    let child = cmd.spawn()?;
+    set.insert(i32::try_from(child.id()).unwrap_or(-1));
+    Ok(child)
+}
+
+/// Registers `pid` (a child someone will wait for).
+pub fn register(pid: i32) {
+    lock().insert(pid);
+}
+
+/// Forgets `pid` (waited for).
+pub fn forget(pid: i32) {
+    lock().remove(&pid);
+}
+
+/// Blocks until child `pid` exits; its wait status, or None when it is not our child.
+pub fn wait(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid int for waitpid to write.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            forget(pid);
+            return Some(status);
+        }
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        forget(pid);
+        return None;
+    }
+}
+
+/// A wait status as a container exit code (128 + signal when killed).
+#[must_use]
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next());
+        if state == Some("Z") && ppid == Some(me.as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn sweeper() {
+    let mut seen: HashSet<i32> = HashSet::new();
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let set = lock();
+        let zombies: HashSet<i32> = zombie_children()
+            .into_iter()
+            .filter(|p| !set.contains(p))
+            .collect();
+        for pid in zombies.intersection(&seen) {
+            let mut status = 0;
+            // SAFETY: status is a valid int; WNOHANG never blocks.
+            unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) };
+            tracing::debug!(pid, "reaped an orphan");
+        }
+        drop(set);
+        seen = zombies;
+    }
+}
+
+/// The start time (clock ticks after boot, field 22 of `/proc/PID/stat`) of a live,
+/// non-zombie process.
+#[must_use]
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(f.first(), Some(&"Z" | &"X")) {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}

@@ -1,0 +1,1199 @@
+//! Pods and containers: state on disk, CNI, network namespaces and runnc.
+//!
+//! A pod is a network namespace (`ip netns add septem-<id>`) wired by CNI; no pause
+//! container is needed, the namespace *is* the pod. Containers are runnc bundles whose
+//! config.json names that namespace; runnc puts a tap next to the namespace's eth0.
+//!
+//! ```text
+//! <state>/pods/<id>.json             a pod (written atomically)
+//! <state>/containers/<id>/state.json a container
+//! <state>/containers/<id>/bundle/    its OCI bundle (config.json + rootfs)
+//! <state>/runnc/                     runnc --root
+//! ```
+//!
+//! Everything here blocks (external commands): the gRPC layer calls it from blocking
+//! threads. Each pod and container id has a lock of its own, so operations on one
+//! object are serialized while different pods proceed in parallel.
+
+use crate::config::Config;
+use crate::images::{self, Store};
+use crate::logs::{self, LogFile};
+use crate::{cni, reaper, util};
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Errors, each with its gRPC class.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such pod, container or image.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad request.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request cannot be done in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something failed on the node.
+    #[error("{0}")]
+    Internal(String),
+    /// CNI failed.
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] images::Error),
+}
+
+fn internal(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::Internal(format!("{what}: {e}"))
+}
+
+/// Pod state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// Network up.
+    Ready,
+    /// Stopped.
+    NotReady,
+}
+
+/// A pod on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pod {
+    /// Id.
+    pub id: String,
+    /// The kubelet's config.
+    pub config: cri::PodSandboxConfig,
+    /// RuntimeClass handler.
+    pub runtime_handler: String,
+    /// Backend for its containers.
+    pub backend: String,
+    /// Creation time (ns).
+    pub created_at: i64,
+    /// Ready or not.
+    pub state: PodState,
+    /// `ip netns` name.
+    pub netns_name: String,
+    /// Namespace path.
+    pub netns: PathBuf,
+    /// The CNI network used (conflist shape), kept for DEL.
+    pub cni_network: Option<Value>,
+    /// The ADD result while the network is up.
+    pub cni_result: Option<Value>,
+    /// Pod IP.
+    pub ip: String,
+}
+
+/// A container on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    /// Id.
+    pub id: String,
+    /// Its pod.
+    pub pod_id: String,
+    /// The kubelet's config.
+    pub config: cri::ContainerConfig,
+    /// Image id (`sha256:…`).
+    pub image_id: String,
+    /// Image reference as asked.
+    pub image: String,
+    /// Creation time (ns).
+    pub created_at: i64,
+    /// Start time (ns, 0 until started).
+    pub started_at: i64,
+    /// Exit time (ns, 0 while not exited).
+    pub finished_at: i64,
+    /// Exit code.
+    pub exit_code: i32,
+    /// Reason of the exit.
+    pub reason: String,
+    /// Message of the exit.
+    pub message: String,
+    /// Container process pid.
+    pub pid: i32,
+    /// Its start time in clock ticks (pid reuse check).
+    pub pid_start: u64,
+    /// The log file (kubelet's path, or our own).
+    pub log_file: PathBuf,
+    /// The log path reported to the kubelet ("" when it gave none).
+    pub log_path: String,
+}
+
+impl Container {
+    fn state(&self) -> cri::ContainerState {
+        if self.finished_at != 0 {
+            cri::ContainerState::ContainerExited
+        } else if self.started_at != 0 {
+            cri::ContainerState::ContainerRunning
+        } else {
+            cri::ContainerState::ContainerCreated
+        }
+    }
+}
+
+/// The runtime.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Settings.
+    pub config: Config,
+    /// Images.
+    pub images: Store,
+    pods: RwLock<HashMap<String, Pod>>,
+    containers: RwLock<HashMap<String, Container>>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    logs: Mutex<HashMap<String, Arc<LogFile>>>,
+    waited: Mutex<std::collections::HashSet<String>>,
+    pod_cidr: Mutex<String>,
+}
+
+/// The runtime handler names and their backends.
+pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
+    match handler {
+        "" | "septem" => Ok(default.to_string()),
+        "septem-kvm" => Ok("kvm".into()),
+        "septem-seccomp" => Ok("seccomp".into()),
+        other => Err(Error::InvalidArgument(format!(
+            "unknown runtime handler {other:?}: septem-cri knows septem (backend {default}), \
+             septem-kvm and septem-seccomp"
+        ))),
+    }
+}
+
+fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+impl Runtime {
+    /// Opens the state directory and loads what is there.
+    pub fn open(config: Config) -> Result<Arc<Runtime>, Error> {
+        let s = &config.state_dir;
+        for d in ["pods", "containers", "runnc", "images"] {
+            std::fs::create_dir_all(s.join(d))
+                .map_err(internal(format!("creating {}", s.join(d).display())))?;
+        }
+        let images = Store::open(&s.join("images"))?;
+        let mut pods = HashMap::new();
+        for e in std::fs::read_dir(s.join("pods"))
+            .map_err(internal("reading pods"))?
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match util::read_json::<Pod>(&p) {
+                    Ok(Some(pod)) => {
+                        pods.insert(pod.id.clone(), pod);
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
+                }
+            }
+        }
+        let mut containers = HashMap::new();
+        for e in std::fs::read_dir(s.join("containers"))
+            .map_err(internal("reading containers"))?
+            .flatten()
+        {
+            let p = e.path().join("state.json");
+            match util::read_json::<Container>(&p) {
+                Ok(Some(c)) => {
+                    containers.insert(c.id.clone(), c);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
+            }
+        }
+        let pod_cidr = util::read_json::<String>(&s.join("pod-cidr.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        tracing::info!(
+            pods = pods.len(),
+            containers = containers.len(),
+            "state loaded"
+        );
+        let rt = Arc::new(Runtime {
+            config,
+            images,
+            pods: RwLock::new(pods),
+            containers: RwLock::new(containers),
+            locks: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            waited: Mutex::new(std::collections::HashSet::new()),
+            pod_cidr: Mutex::new(pod_cidr),
+        });
+        Ok(rt)
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn pod(&self, id: &str) -> Option<Pod> {
+        self.pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn container(&self, id: &str) -> Option<Container> {
+        self.refresh(id);
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn pod_file(&self, id: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("pods")
+            .join(format!("{id}.json"))
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("containers").join(id)
+    }
+
+    fn save_pod(&self, pod: Pod) -> Result<(), Error> {
+        util::write_json_atomic(&self.pod_file(&pod.id), &pod)
+            .map_err(internal("saving the pod"))?;
+        self.pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pod.id.clone(), pod);
+        Ok(())
+    }
+
+    fn save_container(&self, c: Container) -> Result<(), Error> {
+        util::write_json_atomic(&self.container_dir(&c.id).join("state.json"), &c)
+            .map_err(internal("saving the container"))?;
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(c.id.clone(), c);
+        Ok(())
+    }
+
+    /// A container whose process we cannot wait for (septem-cri restarted): exited when
+    /// its process is gone, exit status unknown.
+    fn refresh(&self, id: &str) {
+        let c = {
+            let map = self
+                .containers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get(id) {
+                Some(c) if c.finished_at == 0 && c.pid > 0 => c.clone(),
+                _ => return,
+            }
+        };
+        if self
+            .waited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
+        {
+            return;
+        }
+        if reaper::start_time(c.pid) == Some(c.pid_start) {
+            return;
+        }
+        let mut c = c;
+        c.finished_at = util::now_ns();
+        c.exit_code = 255;
+        c.reason = "Unknown".into();
+        c.message = "the container exited while septem-cri was not its parent (septem-cri restarted): exit status unknown".into();
+        if let Err(e) = self.save_container(c) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    // ---- runtime config -------------------------------------------------------------
+
+    /// The stored pod CIDR.
+    #[must_use]
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stores the pod CIDR.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), Error> {
+        util::write_json_atomic(&self.config.state_dir.join("pod-cidr.json"), &cidr)
+            .map_err(internal("saving the pod CIDR"))?;
+        *self
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cidr.to_string();
+        Ok(())
+    }
+
+    // ---- runnc ----------------------------------------------------------------------
+
+    fn runnc_cmd(&self, log: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&self.config.runnc);
+        cmd.arg("--root").arg(self.config.state_dir.join("runnc"));
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log);
+        }
+        if let Some(runc) = &self.config.runc {
+            cmd.env("RUNNC_RUNC", runc);
+        }
+        cmd
+    }
+
+    fn runnc(&self, args: &[&str]) -> Result<util::Output, Error> {
+        let mut cmd = self.runnc_cmd(None);
+        cmd.args(args);
+        util::run(&mut cmd, None)
+            .map_err(internal(format!("running {}", self.config.runnc.display())))
+    }
+
+    // ---- pods -----------------------------------------------------------------------
+
+    /// RunPodSandbox.
+    pub fn run_pod(&self, req: cri::RunPodSandboxRequest) -> Result<String, Error> {
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without a config".into()))?;
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("pod config without metadata".into()))?;
+        let backend = backend_of(&req.runtime_handler, &self.config.default_backend)?;
+        let id = util::random_id().map_err(internal("random id"))?;
+        let _guard = self.lock_of(&id);
+        let netns_name = format!("septem-{id}");
+        let netns = PathBuf::from("/var/run/netns").join(&netns_name);
+        let out = util::run(Command::new("ip").args(["netns", "add", &netns_name]), None)
+            .map_err(internal("running ip netns add"))?;
+        if !out.ok() {
+            return Err(Error::Internal(format!(
+                "ip netns add {netns_name}: {}",
+                out.stderr.trim()
+            )));
+        }
+        let mut pod = Pod {
+            id: id.clone(),
+            config,
+            runtime_handler: req.runtime_handler,
+            backend,
+            created_at: util::now_ns(),
+            state: PodState::Ready,
+            netns_name: netns_name.clone(),
+            netns,
+            cni_network: None,
+            cni_result: None,
+            ip: String::new(),
+        };
+        // Saved before CNI ADD, so a crash in between leaves a pod that Remove cleans.
+        if let Err(e) = self
+            .save_pod(pod.clone())
+            .and_then(|()| self.setup_network(&mut pod))
+        {
+            tracing::warn!(pod = %id, "RunPodSandbox failed: {e}");
+            let _ = self.teardown_network(&mut pod);
+            let _ = util::run(Command::new("ip").args(["netns", "del", &netns_name]), None);
+            let _ = std::fs::remove_file(self.pod_file(&id));
+            self.pods
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+            return Err(e);
+        }
+        tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, ip = %pod.ip, "pod ready");
+        self.save_pod(pod)?;
+        Ok(id)
+    }
+
+    fn cni_args(pod: &Pod) -> String {
+        let meta = pod.config.metadata.clone().unwrap_or_default();
+        format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+            meta.namespace, meta.name, pod.id, meta.uid
+        )
+    }
+
+    fn runtime_config(pod: &Pod) -> Value {
+        let ports: Vec<Value> = pod
+            .config
+            .port_mappings
+            .iter()
+            .filter(|p| p.host_port > 0)
+            .map(|p| {
+                let proto = match cri::Protocol::try_from(p.protocol) {
+                    Ok(cri::Protocol::Udp) => "udp",
+                    Ok(cri::Protocol::Sctp) => "sctp",
+                    _ => "tcp",
+                };
+                json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": proto, "hostIP": p.host_ip})
+            })
+            .collect();
+        json!({ "portMappings": ports })
+    }
+
+    fn setup_network(&self, pod: &mut Pod) -> Result<(), Error> {
+        let _ = util::run(
+            Command::new("ip").args(["-n", &pod.netns_name, "link", "set", "lo", "up"]),
+            None,
+        );
+        let net = cni::load(&self.config.cni_conf_dir)?;
+        tracing::debug!(pod = %pod.id, network = %net.list["name"], file = %net.file.display(), "CNI ADD");
+        pod.cni_network = Some(net.list.clone());
+        self.save_pod(pod.clone())?;
+        let args = Self::cni_args(pod);
+        let inv = cni::Invocation {
+            container_id: &pod.id,
+            netns: &pod.netns,
+            ifname: "eth0",
+            bin_dirs: &self.config.cni_bin_dir,
+            args,
+            runtime_config: Self::runtime_config(pod),
+            cwd: &self.config.state_dir,
+        };
+        let result = cni::add(&net, &inv)?;
+        pod.ip = cni::pod_ip(&result).unwrap_or_default();
+        pod.cni_result = Some(result);
+        Ok(())
+    }
+
+    fn teardown_network(&self, pod: &mut Pod) -> Result<(), Error> {
+        let Some(list) = pod.cni_network.clone() else {
+            return Ok(());
+        };
+        let net = cni::Network {
+            file: PathBuf::new(),
+            list,
+        };
+        let inv = cni::Invocation {
+            container_id: &pod.id,
+            netns: &pod.netns,
+            ifname: "eth0",
+            bin_dirs: &self.config.cni_bin_dir,
+            args: Self::cni_args(pod),
+            runtime_config: Self::runtime_config(pod),
+            cwd: &self.config.state_dir,
+        };
+        cni::del(&net, &inv, pod.cni_result.as_ref())?;
+        pod.cni_network = None;
+        pod.cni_result = None;
+        Ok(())
+    }
+
+    fn pod_containers(&self, pod_id: &str) -> Vec<String> {
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|c| c.pod_id == pod_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// StopPodSandbox: stops its containers (KILL), CNI DEL. Idempotent; an unknown id
+    /// is fine (the kubelet may retry after a remove).
+    pub fn stop_pod(&self, id: &str) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut pod) = self.pod(id) else {
+            return Ok(());
+        };
+        for c in self.pod_containers(id) {
+            self.stop_container(&c, 0)?;
+        }
+        self.teardown_network(&mut pod)?;
+        pod.state = PodState::NotReady;
+        self.save_pod(pod)?;
+        tracing::info!(pod = %id, "pod stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: removes its containers, the network and the namespace, then
+    /// the state. Idempotent.
+    pub fn remove_pod(&self, id: &str) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut pod) = self.pod(id) else {
+            return Ok(());
+        };
+        for c in self.pod_containers(id) {
+            self.remove_container(&c)?;
+        }
+        self.teardown_network(&mut pod)?;
+        if pod.netns.exists() {
+            let out = util::run(
+                Command::new("ip").args(["netns", "del", &pod.netns_name]),
+                None,
+            )
+            .map_err(internal("running ip netns del"))?;
+            if !out.ok() && pod.netns.exists() {
+                return Err(Error::Internal(format!(
+                    "ip netns del {}: {}",
+                    pod.netns_name,
+                    out.stderr.trim()
+                )));
+            }
+        }
+        match std::fs::remove_file(self.pod_file(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Internal(format!("removing the pod state: {e}"))),
+        }
+        self.pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        tracing::info!(pod = %id, "pod removed");
+        Ok(())
+    }
+
+    fn pod_sandbox_state(pod: &Pod) -> i32 {
+        match pod.state {
+            PodState::Ready => cri::PodSandboxState::SandboxReady as i32,
+            PodState::NotReady => cri::PodSandboxState::SandboxNotready as i32,
+        }
+    }
+
+    /// PodSandboxStatus.
+    pub fn pod_status(&self, id: &str) -> Result<cri::PodSandboxStatus, Error> {
+        let pod = self
+            .pod(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        Ok(cri::PodSandboxStatus {
+            id: pod.id.clone(),
+            metadata: pod.config.metadata.clone(),
+            state: Self::pod_sandbox_state(&pod),
+            created_at: pod.created_at,
+            network: Some(cri::PodSandboxNetworkStatus {
+                ip: if pod.cni_result.is_some() {
+                    pod.ip.clone()
+                } else {
+                    String::new()
+                },
+                additional_ips: vec![],
+            }),
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: Some(cri::NamespaceOption::default()),
+                }),
+            }),
+            labels: pod.config.labels.clone(),
+            annotations: pod.config.annotations.clone(),
+            runtime_handler: pod.runtime_handler.clone(),
+        })
+    }
+
+    /// ListPodSandbox.
+    #[must_use]
+    pub fn list_pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        let pods = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<cri::PodSandbox> = pods
+            .values()
+            .filter(|p| match &filter {
+                None => true,
+                Some(f) => {
+                    (f.id.is_empty() || p.id == f.id || p.id.starts_with(&f.id))
+                        && f.state
+                            .as_ref()
+                            .is_none_or(|s| s.state == Self::pod_sandbox_state(p))
+                        && labels_match(&p.config.labels, &f.label_selector)
+                }
+            })
+            .map(|p| cri::PodSandbox {
+                id: p.id.clone(),
+                metadata: p.config.metadata.clone(),
+                state: Self::pod_sandbox_state(p),
+                created_at: p.created_at,
+                labels: p.config.labels.clone(),
+                annotations: p.config.annotations.clone(),
+                runtime_handler: p.runtime_handler.clone(),
+            })
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        out
+    }
+
+    // ---- containers -----------------------------------------------------------------
+
+    /// CreateContainer.
+    pub fn create_container(
+        self: &Arc<Self>,
+        req: cri::CreateContainerRequest,
+    ) -> Result<String, Error> {
+        let pod = self.pod(&req.pod_sandbox_id).ok_or_else(|| {
+            Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("CreateContainer without a config".into()))?;
+        if config.metadata.is_none() {
+            return Err(Error::InvalidArgument(
+                "container config without metadata".into(),
+            ));
+        }
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_ref.is_empty() {
+            return Err(Error::InvalidArgument(
+                "container config without an image".into(),
+            ));
+        }
+        let image = self.images.find(&image_ref).ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {image_ref:?} not found: pull it first (PullImage)"
+            ))
+        })?;
+        if config.tty || config.stdin {
+            return Err(Error::InvalidArgument(
+                "a unikernel container has no terminal and no standard input: tty and stdin must be false".into(),
+            ));
+        }
+        let id = util::random_id().map_err(internal("random id"))?;
+        let lock = self.lock_of(&id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = self.container_dir(&id);
+        let result = self.create_in(&id, &dir, &pod, &config, &image, &image_ref);
+        if let Err(e) = &result {
+            tracing::warn!(container = %id, "CreateContainer failed: {e}");
+            let _ = self.runnc(&["delete", "--force", &id]);
+            let _ = std::fs::remove_dir_all(&dir);
+            self.containers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        }
+        result.map(|()| id)
+    }
+
+    fn create_in(
+        self: &Arc<Self>,
+        id: &str,
+        dir: &Path,
+        pod: &Pod,
+        config: &cri::ContainerConfig,
+        image: &images::ImageRecord,
+        image_ref: &str,
+    ) -> Result<(), Error> {
+        let bundle = dir.join("bundle");
+        std::fs::create_dir_all(&bundle).map_err(internal("creating the bundle"))?;
+        let ic = self.images.config(&image.id)?;
+        images::unpack(&ic.layers, &bundle.join("rootfs"))
+            .map_err(internal("unpacking the image layer"))?;
+        let spec = self.spec(id, pod, config, &ic);
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(internal("writing config.json"))?;
+
+        let (log_file, log_path) = {
+            let dir_ = &pod.config.log_directory;
+            let p = &config.log_path;
+            if !p.is_empty() && !dir_.is_empty() {
+                (Path::new(dir_).join(p), p.clone())
+            } else if Path::new(p).is_absolute() {
+                (PathBuf::from(p), p.clone())
+            } else {
+                (dir.join("console.log"), String::new())
+            }
+        };
+        let log = LogFile::open(&log_file)
+            .map_err(internal(format!("opening {}", log_file.display())))?;
+        let (out_r, out_w) = logs::pipe().map_err(internal("pipe"))?;
+        let (err_r, err_w) = logs::pipe().map_err(internal("pipe"))?;
+        let pid_file = dir.join("pid");
+        let runnc_log = dir.join("runnc.log");
+        let mut cmd = self.runnc_cmd(Some(&runnc_log));
+        cmd.arg("create")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w));
+        let mut child = reaper::spawn(&mut cmd)
+            .map_err(internal(format!("running {}", self.config.runnc.display())))?;
+        drop(cmd); // our copies of the write ends: EOF when the container is gone
+        logs::copy(out_r, "stdout", log.clone()).map_err(internal("log thread"))?;
+        logs::copy(err_r, "stderr", log.clone()).map_err(internal("log thread"))?;
+        let status = child.wait();
+        reaper::forget(i32::try_from(child.id()).unwrap_or(-1));
+        let status = status.map_err(internal("waiting for runnc create"))?;
+        if !status.success() {
+            let msg = std::fs::read_to_string(&runnc_log).unwrap_or_default();
+            let last = msg
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            return Err(Error::Internal(format!(
+                "runnc create failed ({status}): {last}"
+            )));
+        }
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .map_err(internal("reading the pid file"))?
+            .trim()
+            .parse()
+            .map_err(|e| Error::Internal(format!("runnc's pid file: {e}")))?;
+        let c = Container {
+            id: id.to_string(),
+            pod_id: pod.id.clone(),
+            config: config.clone(),
+            image_id: image.id.clone(),
+            image: image_ref.to_string(),
+            created_at: util::now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid,
+            pid_start: reaper::start_time(pid).unwrap_or(0),
+            log_file,
+            log_path,
+        };
+        self.save_container(c)?;
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_string(), log);
+        self.spawn_waiter(id, pid);
+        tracing::info!(container = %id, pod = %pod.id, pid, "container created");
+        Ok(())
+    }
+
+    fn spawn_waiter(self: &Arc<Self>, id: &str, pid: i32) {
+        reaper::register(pid);
+        self.waited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_string());
+        let rt = Arc::clone(self);
+        let id_ = id.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("wait-{pid}"))
+            .spawn(move || {
+                let id = id_;
+                let status = reaper::wait(pid);
+                let (code, reason, message) = match status {
+                    Some(s) => {
+                        let code = reaper::exit_code(s);
+                        (
+                            code,
+                            if code == 0 { "Completed" } else { "Error" },
+                            String::new(),
+                        )
+                    }
+                    None => (
+                        255,
+                        "Unknown",
+                        "the container process was not septem-cri's child".to_string(),
+                    ),
+                };
+                tracing::info!(container = %id, pid, code, "container exited");
+                let c = rt
+                    .containers
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&id)
+                    .cloned();
+                if let Some(mut c) = c {
+                    c.finished_at = util::now_ns();
+                    c.exit_code = code;
+                    c.reason = reason.to_string();
+                    c.message = message;
+                    if rt.container_dir(&id).exists() {
+                        if let Err(e) = rt.save_container(c) {
+                            tracing::warn!(container = %id, "{e}");
+                        }
+                    }
+                }
+                rt.waited
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(container = %id, "no waiter thread: {e}");
+        }
+    }
+
+    fn spec(
+        &self,
+        id: &str,
+        pod: &Pod,
+        config: &cri::ContainerConfig,
+        ic: &images::ImageConfig,
+    ) -> Value {
+        let entry = if config.command.is_empty() {
+            ic.entrypoint.clone()
+        } else {
+            config.command.clone()
+        };
+        let rest = if !config.args.is_empty() {
+            config.args.clone()
+        } else if config.command.is_empty() {
+            ic.cmd.clone()
+        } else {
+            vec![]
+        };
+        let args: Vec<String> = entry.into_iter().chain(rest).collect();
+        let mut env: Vec<String> = ic.env.clone();
+        for kv in &config.envs {
+            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != kv.key);
+            env.push(format!("{}={}", kv.key, kv.value));
+        }
+        let mut annotations: serde_json::Map<String, Value> = ic
+            .labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("org.septem."))
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        annotations.insert("org.septem.unikernel".into(), "true".into());
+        annotations.insert(
+            "org.septem.runnc.backend".into(),
+            pod.backend.clone().into(),
+        );
+        annotations.insert("io.kubernetes.cri.sandbox-id".into(), pod.id.clone().into());
+        let mut linux = json!({
+            "namespaces": [
+                { "type": "network", "path": pod.netns },
+                { "type": "mount" },
+                { "type": "ipc" },
+                { "type": "uts" },
+                { "type": "pid" },
+            ],
+        });
+        let parent = pod
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        if !parent.is_empty() {
+            linux["cgroupsPath"] = format!("{}/{id}", parent.trim_end_matches('/')).into();
+        }
+        if let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+            let mut res = json!({});
+            if r.memory_limit_in_bytes > 0 {
+                res["memory"] = json!({ "limit": r.memory_limit_in_bytes });
+            }
+            let mut cpu = serde_json::Map::new();
+            if r.cpu_shares > 0 {
+                cpu.insert("shares".into(), r.cpu_shares.into());
+            }
+            if r.cpu_quota > 0 {
+                cpu.insert("quota".into(), r.cpu_quota.into());
+            }
+            if r.cpu_period > 0 {
+                cpu.insert("period".into(), r.cpu_period.into());
+            }
+            if !cpu.is_empty() {
+                res["cpu"] = Value::Object(cpu);
+            }
+            linux["resources"] = res;
+        }
+        let hostname = if pod.config.hostname.is_empty() {
+            pod.config
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        } else {
+            pod.config.hostname.clone()
+        };
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": { "uid": 0, "gid": 0 },
+                "args": args,
+                "env": env,
+                "cwd": if config.working_dir.is_empty() { "/" } else { config.working_dir.as_str() },
+            },
+            "root": { "path": "rootfs", "readonly": true },
+            "hostname": hostname,
+            "annotations": annotations,
+            "linux": linux,
+        })
+    }
+
+    /// StartContainer.
+    pub fn start_container(&self, id: &str) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        match c.state() {
+            cri::ContainerState::ContainerCreated => {}
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} is {}, not created",
+                    s.as_str_name()
+                )))
+            }
+        }
+        let out = self.runnc(&["start", id])?;
+        if !out.ok() {
+            return Err(Error::Internal(format!(
+                "runnc start {id}: {}",
+                out.stderr.trim()
+            )));
+        }
+        if let Some(mut c) = self.container(id) {
+            c.started_at = util::now_ns();
+            self.save_container(c)?;
+        }
+        tracing::info!(container = %id, "container started");
+        Ok(())
+    }
+
+    fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.container(id) {
+                None => return true,
+                Some(c) if c.finished_at != 0 => return true,
+                Some(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// StopContainer: TERM (graceful: the guest drains and exits 0), then KILL after
+    /// `timeout` seconds. Idempotent; unknown ids are NotFound.
+    pub fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.finished_at != 0 {
+            return Ok(());
+        }
+        if timeout > 0 {
+            let out = self.runnc(&["kill", id, "TERM"])?;
+            if !out.ok() {
+                tracing::debug!(container = %id, "runnc kill TERM: {}", out.stderr.trim());
+            }
+            if self.wait_exit(id, Duration::from_secs(timeout.unsigned_abs())) {
+                return Ok(());
+            }
+        }
+        let out = self.runnc(&["kill", id, "KILL"])?;
+        if !out.ok() {
+            tracing::debug!(container = %id, "runnc kill KILL: {}", out.stderr.trim());
+        }
+        if self.wait_exit(id, Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "container {id} did not exit 10 s after SIGKILL"
+            )))
+        }
+    }
+
+    /// RemoveContainer: `runnc delete --force`, files removed. Idempotent.
+    pub fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.container(id).is_none() {
+            return Ok(());
+        }
+        let out = self.runnc(&["delete", "--force", id])?;
+        if !out.ok() && !out.stderr.contains("not exist") && !out.stderr.contains("not found") {
+            return Err(Error::Internal(format!(
+                "runnc delete {id}: {}",
+                out.stderr.trim()
+            )));
+        }
+        // The process is gone now; give the waiter a moment to record it.
+        self.wait_exit(id, Duration::from_secs(2));
+        let dir = self.container_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(internal(format!("removing {}", dir.display())))?;
+        }
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    fn to_cri(c: &Container) -> cri::Container {
+        cri::Container {
+            id: c.id.clone(),
+            pod_sandbox_id: c.pod_id.clone(),
+            metadata: c.config.metadata.clone(),
+            image: Some(cri::ImageSpec {
+                image: c.image.clone(),
+                ..Default::default()
+            }),
+            image_ref: c.image_id.clone(),
+            state: c.state() as i32,
+            created_at: c.created_at,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            image_id: c.image_id.clone(),
+        }
+    }
+
+    /// ListContainers.
+    #[must_use]
+    pub fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+        let ids: Vec<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        let mut out: Vec<cri::Container> = ids
+            .iter()
+            .filter_map(|id| self.container(id))
+            .filter(|c| match &filter {
+                None => true,
+                Some(f) => {
+                    (f.id.is_empty() || c.id == f.id || c.id.starts_with(&f.id))
+                        && (f.pod_sandbox_id.is_empty() || c.pod_id == f.pod_sandbox_id)
+                        && f.state.as_ref().is_none_or(|s| s.state == c.state() as i32)
+                        && labels_match(&c.config.labels, &f.label_selector)
+                }
+            })
+            .map(|c| Self::to_cri(&c))
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
+    /// ContainerStatus.
+    pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, Error> {
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: c.config.metadata.clone(),
+            state: c.state() as i32,
+            created_at: c.created_at,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+            exit_code: c.exit_code,
+            image: Some(cri::ImageSpec {
+                image: c.image.clone(),
+                ..Default::default()
+            }),
+            image_ref: c.image_id.clone(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            mounts: vec![],
+            log_path: c.log_path.clone(),
+            resources: None,
+            image_id: c.image_id.clone(),
+            user: None,
+        })
+    }
+
+    /// ReopenContainerLog.
+    pub fn reopen_log(&self, id: &str) -> Result<(), Error> {
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.state() != cri::ContainerState::ContainerRunning {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let log = self
+            .logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "container {id}'s output is not connected to this septem-cri (it was restarted)"
+                ))
+            })?;
+        log.reopen()
+            .map_err(internal(format!("reopening {}", c.log_file.display())))
+    }
+
+    /// The container's existence, for the methods a unikernel cannot serve.
+    pub fn require_container(&self, id: &str) -> Result<(), Error> {
+        self.container(id)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+    }
+
+    /// The pod's existence.
+    pub fn require_pod(&self, id: &str) -> Result<(), Error> {
+        self.pod(id)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+}

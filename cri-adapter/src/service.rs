@@ -1,0 +1,530 @@
+//! The gRPC services: CRI v1 `RuntimeService` and `ImageService` over [`Runtime`].
+//! Blocking work runs on tokio's blocking threads; every method answers (what a
+//! unikernel cannot do gets a status saying why; what is not built yet says so).
+
+use crate::images::{self, PullFailure};
+use crate::runtime::{self, Runtime};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The CRI server.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    rt: Arc<Runtime>,
+}
+
+impl Cri {
+    /// Wraps the runtime.
+    #[must_use]
+    pub fn new(rt: Arc<Runtime>) -> Cri {
+        Cri { rt }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Runtime>) -> Result<T, runtime::Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let rt = Arc::clone(&self.rt);
+        tokio::task::spawn_blocking(move || f(rt))
+            .await
+            .map_err(|e| Status::internal(format!("task failed: {e}")))?
+            .map_err(to_status)
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn to_status(e: runtime::Error) -> Status {
+    use runtime::Error as E;
+    match e {
+        E::NotFound(m) => Status::not_found(m),
+        E::InvalidArgument(m) => Status::invalid_argument(m),
+        E::FailedPrecondition(m) => Status::failed_precondition(m),
+        E::Internal(m) => Status::internal(m),
+        E::Cni(e) => Status::internal(format!("CNI: {e}")),
+        E::Image(e @ images::Error::BadReference { .. }) => Status::invalid_argument(e.to_string()),
+        E::Image(images::Error::Pull { reference, source }) => {
+            let m = format!("pulling {reference}: {source:#}");
+            match images::classify(&source) {
+                PullFailure::NotFound => Status::not_found(m),
+                PullFailure::NotSeptem => Status::failed_precondition(format!(
+                    "{m}; septem-cri runs Septem unikernel images only for now (running ordinary \
+                     OCI images through runc is a later step)"
+                )),
+                PullFailure::BadReference => Status::invalid_argument(m),
+                PullFailure::Auth => Status::unauthenticated(m),
+                PullFailure::Unreachable => Status::unavailable(m),
+                PullFailure::Integrity => Status::data_loss(m),
+                PullFailure::Other => Status::internal(m),
+            }
+        }
+        E::Image(e) => Status::internal(e.to_string()),
+    }
+}
+
+fn not_yet(method: &str) -> Status {
+    Status::unimplemented(format!("not implemented yet in septem-cri: {method}"))
+}
+
+fn unikernel_cannot(what: &str) -> Status {
+    Status::failed_precondition(format!(
+        "{what} is not possible in a Septem unikernel container: it runs one application \
+         linked with a library OS, with no shell, no other processes and no way to start one \
+         inside it (check the application over the network instead)"
+    ))
+}
+
+fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<(String, String)>, Status> {
+    let Some(a) = auth else { return Ok(None) };
+    if !a.username.is_empty() {
+        return Ok(Some((a.username, a.password)));
+    }
+    if !a.auth.is_empty() {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| Status::invalid_argument(format!("AuthConfig.auth is not base64: {e}")))?;
+        let text = String::from_utf8(raw)
+            .map_err(|_| Status::invalid_argument("AuthConfig.auth is not UTF-8"))?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| Status::invalid_argument("AuthConfig.auth is not user:password"))?;
+        return Ok(Some((u.to_string(), p.to_string())));
+    }
+    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
+        return Err(Status::invalid_argument(
+            "identity and registry tokens are not supported yet by septem-cri: give username/password",
+        ));
+    }
+    Ok(None)
+}
+
+fn to_image(r: &images::ImageRecord) -> cri::Image {
+    cri::Image {
+        id: r.id.clone(),
+        repo_tags: r.repo_tags.clone(),
+        repo_digests: r.repo_digests.clone(),
+        size: r.size,
+        uid: None,
+        username: String::new(),
+        spec: Some(cri::ImageSpec {
+            image: r.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "septem".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn status(&self, _: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let network = match crate::cni::load(&self.rt.config.cni_conf_dir) {
+            Ok(_) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: format!("Network plugin returns error: {e}"),
+            },
+        };
+        let handler = |name: &str| cri::RuntimeHandler {
+            name: name.into(),
+            features: Some(cri::RuntimeHandlerFeatures::default()),
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    cri::RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        reason: String::new(),
+                        message: String::new(),
+                    },
+                    network,
+                ],
+            }),
+            info: [("podCIDR".to_string(), self.rt.pod_cidr())]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+            runtime_handlers: vec![
+                handler("septem"),
+                handler("septem-kvm"),
+                handler("septem-seccomp"),
+            ],
+            features: None,
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let id = self.blocking(move |rt| rt.run_pod(req)).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.blocking(move |rt| rt.stop_pod(&id)).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.blocking(move |rt| rt.remove_pod(&id)).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let rt = Arc::clone(&self.rt);
+        let status = rt.pod_status(&id).map_err(to_status)?;
+        let containers_statuses = rt
+            .list_containers(Some(cri::ContainerFilter {
+                pod_sandbox_id: id.clone(),
+                ..Default::default()
+            }))
+            .iter()
+            .filter_map(|c| rt.container_status(&c.id).ok())
+            .collect();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            info: HashMap::new(),
+            containers_statuses,
+            timestamp: crate::util::now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: self.rt.list_pods(req.into_inner().filter),
+        }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let id = self.blocking(move |rt| rt.create_container(req)).await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.blocking(move |rt| rt.start_container(&id)).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        self.blocking(move |rt| rt.stop_container(&req.container_id, req.timeout))
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.blocking(move |rt| rt.remove_container(&id)).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
+        let filter = req.into_inner().filter;
+        let containers = self
+            .blocking(move |rt| Ok(rt.list_containers(filter)))
+            .await?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
+        let id = req.into_inner().container_id;
+        let status = self.blocking(move |rt| rt.container_status(&id)).await?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            info: HashMap::new(),
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        Err(not_yet("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        let id = req.into_inner().container_id;
+        self.blocking(move |rt| rt.reopen_log(&id)).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        self.rt
+            .require_container(&req.into_inner().container_id)
+            .map_err(to_status)?;
+        Err(unikernel_cannot(
+            "ExecSync (running a command in the container)",
+        ))
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        self.rt
+            .require_container(&req.into_inner().container_id)
+            .map_err(to_status)?;
+        Err(unikernel_cannot(
+            "Exec (running a command in the container)",
+        ))
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        self.rt
+            .require_container(&req.into_inner().container_id)
+            .map_err(to_status)?;
+        Err(unikernel_cannot(
+            "Attach (the container has no terminal or standard input; its output is in the log)",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
+        self.rt
+            .require_pod(&req.into_inner().pod_sandbox_id)
+            .map_err(to_status)?;
+        Err(unikernel_cannot(
+            "PortForward (it needs a process in the pod's network namespace, whose eth0 traffic \
+             all goes to the unikernel; connect to the pod IP instead)",
+        ))
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
+        Err(not_yet("ContainerStats"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        Err(not_yet("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
+        Err(not_yet("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        Err(not_yet("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            self.blocking(move |rt| rt.set_pod_cidr(&cidr)).await?;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
+        Err(not_yet("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
+        Err(not_yet("GetContainerEvents"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
+        Err(not_yet("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
+        Err(not_yet("ListPodSandboxMetrics"))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cri {
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> R<cri::ListImagesResponse> {
+        let want = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|i| !i.is_empty());
+        let images = match want {
+            Some(i) => self.rt.images.find(&i).iter().map(to_image).collect(),
+            None => self.rt.images.list().iter().map(to_image).collect(),
+        };
+        Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
+        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: self.rt.images.find(&image).as_ref().map(to_image),
+            info: HashMap::new(),
+        }))
+    }
+
+    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
+        let req = req.into_inner();
+        let image = req.image.map(|i| i.image).unwrap_or_default();
+        if image.is_empty() {
+            return Err(Status::invalid_argument("PullImage without an image"));
+        }
+        let auth = credentials(req.auth)?;
+        tracing::info!(%image, "pulling");
+        let rec = self
+            .blocking(move |rt| rt.images.pull(&image, auth).map_err(runtime::Error::from))
+            .await?;
+        tracing::info!(id = %rec.id, "pulled");
+        Ok(Response::new(cri::PullImageResponse { image_ref: rec.id }))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
+        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        self.blocking(move |rt| {
+            rt.images
+                .remove(&image)
+                .map(|_| ())
+                .map_err(runtime::Error::from)
+        })
+        .await?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
+        let (bytes, inodes) = self.blocking(|rt| Ok(rt.images.usage())).await?;
+        let usage = |mount: String, bytes: u64, inodes: u64| cri::FilesystemUsage {
+            timestamp: crate::util::now_ns(),
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint: mount }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        let containers = self.rt.config.state_dir.join("containers");
+        let (cbytes, cinodes) = crate::images::usage_of(&containers);
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage(
+                self.rt.images.dir().display().to_string(),
+                bytes,
+                inodes,
+            )],
+            container_filesystems: vec![usage(containers.display().to_string(), cbytes, cinodes)],
+        }))
+    }
+}
