@@ -469,6 +469,17 @@ fn block_devices_from_annotation_and_mount() {
             "options": ["bind", "ro"]
         }]);
     });
+    // A shipped disk that is a link out of the rootfs is refused.
+    std::os::unix::fs::symlink("/etc/passwd", b.join("rootfs/disks/evil.img")).unwrap();
+    edit_config(&b, |c| {
+        c["annotations"]["org.septem.unikernel.disks"] = "disk=/disks/evil.img".into();
+    });
+    rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "b2"])
+        .expect_status(1)
+        .stderr_has("outside the rootfs");
+    edit_config(&b, |c| {
+        c["annotations"]["org.septem.unikernel.disks"] = "disk=/disks/disk.img".into();
+    });
     rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "b1"])
         .expect_status(0)
         .stdout_has("block_rw: ro index=1 sectors=8 sector_size=512 read_only=true")

@@ -141,6 +141,34 @@ pub fn in_rootfs(rootfs: &Path, cwd: &str, path: &str) -> PathBuf {
     rootfs.join(rel)
 }
 
+/// `path` inside `rootfs`, checked: symbolic links resolved, the result still inside
+/// the rootfs (an image's rootfs is untrusted: a link to a host file or device must
+/// not become the guest's image or disk) and a regular file.
+pub fn rootfs_file(rootfs: &Path, cwd: &str, path: &str) -> Result<PathBuf, Error> {
+    let joined = in_rootfs(rootfs, cwd, path);
+    let io = |source| Error::Io {
+        path: joined.clone(),
+        source,
+    };
+    let real = joined.canonicalize().map_err(io)?;
+    let real_root = rootfs.canonicalize().map_err(|source| Error::Io {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    if !real.starts_with(&real_root) {
+        return Err(Error::Invalid(format!(
+            "{path} in the rootfs resolves to {}, outside the rootfs",
+            real.display()
+        )));
+    }
+    if !real.metadata().map_err(io)?.is_file() {
+        return Err(Error::Invalid(format!(
+            "{path} in the rootfs is not a regular file"
+        )));
+    }
+    Ok(real)
+}
+
 /// Reads and validates a Septem image; returns what it declares.
 pub fn read_image(path: &Path) -> Result<ImageInfo, Error> {
     use std::io::Read as _;
@@ -214,26 +242,26 @@ pub fn load(dir: &Path) -> Result<Option<Bundle>, Error> {
         .cloned()
         .or_else(|| marker.as_ref().and_then(|m| m.binary.clone()))
         .or(args0.clone());
-    let image_path = binary.as_deref().map(|b| in_rootfs(&rootfs, &cwd, b));
-    let image = if annotated || marked {
-        let path = image_path
-            .clone()
-            .ok_or_else(|| Error::NoImage(dir.clone()))?;
-        read_image(&path)?
+    let (image_path, image) = if annotated || marked {
+        let b = binary.ok_or_else(|| Error::NoImage(dir.clone()))?;
+        let path = rootfs_file(&rootfs, &cwd, &b)?;
+        let info = read_image(&path)?;
+        (path, info)
     } else {
         // Rule 3: args[0] ending in .septem that is a runnable image.
-        match (&args0, &image_path) {
-            (Some(a), Some(p)) if a.ends_with(".septem") => match read_image(p) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::debug!("{} ends in .septem but is not used: {e}", p.display());
-                    return Ok(None);
+        match &args0 {
+            Some(a) if a.ends_with(".septem") => {
+                match rootfs_file(&rootfs, &cwd, a).and_then(|p| read_image(&p).map(|i| (p, i))) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::debug!("{a} ends in .septem but is not used: {e}");
+                        return Ok(None);
+                    }
                 }
-            },
+            }
             _ => return Ok(None),
         }
     };
-    let image_path = image_path.ok_or_else(|| Error::NoImage(dir.clone()))?;
     Ok(Some(Bundle {
         dir,
         spec,

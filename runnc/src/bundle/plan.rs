@@ -1,7 +1,7 @@
 //! From a Septem bundle's config to the `septem-run` command line and the set-up runnc
 //! does around it (docs/runnc.md "The septem-run command line").
 
-use super::{in_rootfs, Bundle, Error, ANN_BACKEND, ANN_DISKS, ANN_MEMORY};
+use super::{rootfs_file, Bundle, Error, ANN_BACKEND, ANN_DISKS, ANN_MEMORY};
 use crate::cgroup::Resources;
 use crate::network::Wiring;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
@@ -153,10 +153,6 @@ pub fn plan(b: &Bundle, default_backend: &str) -> Result<Plan, Error> {
             })
             .unwrap_or_default(),
     };
-    for (name, path) in shipped {
-        let file = in_rootfs(&b.rootfs, &cwd, &path);
-        disks.push((name, file.display().to_string()));
-    }
     let mounts = spec.mounts().clone().unwrap_or_default();
     let mut resolv: Option<PathBuf> = None;
     for m in &mounts {
@@ -179,6 +175,17 @@ pub fn plan(b: &Bundle, default_backend: &str) -> Result<Plan, Error> {
         let file = format!("{}{}", source.display(), if ro { ",ro" } else { "" });
         disks.retain(|(n, _)| n != name);
         disks.push((name.to_string(), file));
+    }
+    // Shipped disks only for devices no mount provides (resolved inside the rootfs).
+    for (name, path) in shipped {
+        if !disks.iter().any(|(n, _)| *n == name) {
+            let file = if b.image.block.contains(&name) {
+                rootfs_file(&b.rootfs, &cwd, &path)?.display().to_string()
+            } else {
+                path
+            };
+            disks.push((name, file));
+        }
     }
     let mut blocks = Vec::new();
     for name in &b.image.block {
