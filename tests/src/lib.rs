@@ -46,6 +46,8 @@ pub fn bin(name: &str) -> PathBuf {
             "septem-build",
             "-p",
             "runnc",
+            "-p",
+            "septem-cri",
         ]);
         if release {
             cmd.arg("--release");

@@ -1,0 +1,985 @@
+//! septem-cri end to end, through real gRPC (k8s-cri's tonic clients over the unix
+//! socket), real CNI (Debian's `bridge` + `host-local` plugins with a conflist in a
+//! temporary conf dir, bridge `sptcri<N>`, subnet 10.98.0.0/24) and a real registry
+//! (Debian's `docker-registry` on loopback, the `httpd` image pushed by septem-build).
+//!
+//! `pod_lifecycle_through_cri`: Version, Status, PullImage, ListImages/ImageStatus,
+//! RunPodSandbox → pod IP, a septem-cri restart (the pod stays listable),
+//! CreateContainer + StartContainer → `curl http://<pod ip>/` answers 200, the log
+//! file has CRI-format lines, StopContainer → exit code 0 (graceful), every Stop/Remove
+//! twice, and afterwards no netns, no state, no IP lease left.
+//! `errors_and_unsupported_calls`: the gRPC codes for unknown ids, a missing image, an
+//! unknown runtime handler, what a unikernel cannot do and what is not built yet; no
+//! CNI config → NetworkReady false; SIGTERM removes the socket.
+//!
+//! Needs root, network namespaces, `/usr/lib/cni`, curl and docker-registry for the
+//! lifecycle; each test prints `SKIPPED: <reason>` otherwise.
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use septem_tests::net::skip_unless_net;
+use septem_tests::{bin, example};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
+
+const CNI_PATH: &str = "/usr/lib/cni";
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have_registry() -> bool {
+    Path::new(REGISTRY_BIN).is_file()
+}
+
+fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Debian's docker-registry on a free loopback port; killed on drop.
+struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("storage").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config.yml");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            _dir: dir,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = TcpStream::connect(&reg.addr) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr);
+                let mut head = [0u8; 12];
+                if c.write_all(req.as_bytes()).is_ok() && c.read_exact(&mut head).is_ok() {
+                    return reg;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A septem-cri of the test's own (socket, state dir, CNI conf dir under `dir`).
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    cni_conf: PathBuf,
+    starts: u32,
+}
+
+impl Server {
+    fn new(dir: &Path) -> Server {
+        let cni_conf = dir.join("net.d");
+        std::fs::create_dir_all(&cni_conf).expect("mkdir net.d");
+        // The config file; flags override it.
+        std::fs::write(
+            dir.join("cri.toml"),
+            "default-backend = \"seccomp\"\nlisten = \"/nonexistent/overridden.sock\"\n",
+        )
+        .expect("write cri.toml");
+        Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            socket: dir.join("run/cri.sock"),
+            cni_conf,
+            starts: 0,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn log(&self) -> String {
+        let mut all = String::new();
+        for n in 0..self.starts {
+            all +=
+                &std::fs::read_to_string(self.dir.join(format!("cri-{n}.log"))).unwrap_or_default();
+        }
+        all
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join(format!("cri-{}.log", self.starts)))
+            .expect("log file");
+        self.starts += 1;
+        let child = Command::new(bin("septem-cri"))
+            .arg("--config")
+            .arg(self.dir.join("cri.toml"))
+            .arg("--listen")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--cni-conf-dir")
+            .arg(&self.cni_conf)
+            .arg("--cni-bin-dir")
+            .arg(CNI_PATH)
+            .arg("--runnc")
+            .arg(bin("runnc"))
+            .env("SEPTEM_CRI_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn septem-cri");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("septem-cri exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("septem-cri did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn channel(rt: &tokio::runtime::Runtime, socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    rt.block_on(async move {
+        Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to septem-cri")
+    })
+}
+
+struct Clients {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    // Last: dropped after the clients.
+    rt: tokio::runtime::Runtime,
+}
+
+impl Clients {
+    fn new(socket: &Path) -> Clients {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio");
+        let ch = channel(&rt, socket);
+        Clients {
+            runtime: RuntimeServiceClient::new(ch.clone()),
+            images: ImageServiceClient::new(ch),
+            rt,
+        }
+    }
+}
+
+/// Runs one call on the client's runtime: `call!(c, runtime.version(req))`.
+macro_rules! call {
+    ($c:expr, $svc:ident . $method:ident ( $req:expr )) => {{
+        let mut client = $c.$svc.clone();
+        let req = $req;
+        $c.rt
+            .block_on(async move { client.$method(req).await })
+            .map(tonic::Response::into_inner)
+    }};
+}
+
+fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, what: &str) -> String {
+    match r {
+        Ok(v) => panic!("{what}: expected {code:?}, got {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {}", s.message());
+            s.message().to_string()
+        }
+    }
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.98.0.1".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec![],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn curl_until_200(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "2", "-w", "\n%{http_code}", url])
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.ends_with("\n200") {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 from {url} within {timeout:?} (last: {text:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn skip_lifecycle() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: septem-cri's pod lifecycle needs root (netns, CNI, cgroups)");
+        return true;
+    }
+    if skip_unless_net() {
+        return true;
+    }
+    for plugin in ["bridge", "host-local"] {
+        if !Path::new(CNI_PATH).join(plugin).is_file() {
+            eprintln!(
+                "SKIPPED: {CNI_PATH}/{plugin} is missing (apt-get install containernetworking-plugins)"
+            );
+            return true;
+        }
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: curl is missing (apt-get install curl)");
+        return true;
+    }
+    if !have_registry() {
+        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+        return true;
+    }
+    false
+}
+
+/// Removes the test's bridge on drop.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn pod_lifecycle_through_cri() {
+    if skip_lifecycle() {
+        return;
+    }
+    let reg = Registry::start();
+    let reference = format!("{}/septem/httpd:1", reg.addr);
+    let push = Command::new(bin("septem-build"))
+        .arg("push")
+        .arg(example("httpd"))
+        .arg(&reference)
+        .arg("-q")
+        .output()
+        .expect("septem-build push");
+    assert!(
+        push.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(tmp.path());
+    let bridge = Bridge(format!("sptcri{}", std::process::id() % 10_000));
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "septem-cri-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge.0,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "subnet": "10.98.0.0/24",
+                "dataDir": tmp.path().join("ipam"),
+                "routes": [{ "dst": "0.0.0.0/0" }],
+            },
+        }],
+    });
+    std::fs::write(
+        server.cni_conf.join("10-septem.conflist"),
+        conflist.to_string(),
+    )
+    .expect("write conflist");
+    server.start();
+    let c = Clients::new(&server.socket);
+
+    // Version, Status.
+    let v = call!(c, runtime.version(cri::VersionRequest::default())).expect("Version");
+    assert_eq!(v.runtime_name, "septem");
+    assert_eq!(v.runtime_api_version, "v1");
+    let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
+    let conds = st.status.expect("status").conditions;
+    for t in ["RuntimeReady", "NetworkReady"] {
+        assert!(
+            conds.iter().any(|c| c.r#type == t && c.status),
+            "{t} not true: {conds:?}"
+        );
+    }
+
+    // Images.
+    let pulled = call!(
+        c,
+        images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    )
+    .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", server.log()));
+    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    let list = call!(c, images.list_images(cri::ListImagesRequest::default())).expect("List");
+    assert_eq!(list.images.len(), 1);
+    assert_eq!(list.images[0].id, pulled.image_ref);
+    assert_eq!(list.images[0].repo_tags, vec![reference.clone()]);
+    assert!(list.images[0].size > 0);
+    let status = |image: &str| {
+        call!(
+            c,
+            images.image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+        )
+        .expect("ImageStatus")
+        .image
+    };
+    let img = status(&reference).expect("image by tag");
+    assert_eq!(img.id, pulled.image_ref);
+    assert!(!img.pinned);
+    assert_eq!(
+        img.repo_digests,
+        vec![format!("{}/septem/httpd@{}", reg.addr, pulled.image_ref)]
+    );
+    assert!(status(&pulled.image_ref).is_some(), "image by id");
+    assert!(status(&format!("{}/septem/absent:1", reg.addr)).is_none());
+    let fs = call!(c, images.image_fs_info(cri::ImageFsInfoRequest {})).expect("ImageFsInfo");
+    assert!(fs.image_filesystems[0].used_bytes.as_ref().unwrap().value > 0);
+    // A missing image in the registry: NotFound.
+    expect_code(
+        call!(
+            c,
+            images.pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: format!("{}/septem/absent:1", reg.addr),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        ),
+        Code::NotFound,
+        "pull of a missing image",
+    );
+
+    // The pod.
+    let log_dir = tmp.path().join("logs/pod");
+    let sandbox = pod_config("web", &log_dir);
+    let pod_id = call!(
+        c,
+        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: "septem-seccomp".into(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", server.log()))
+    .pod_sandbox_id;
+    let pod_status = |c: &Clients| {
+        call!(
+            c,
+            runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.clone(),
+                verbose: false,
+            })
+        )
+    };
+    let ps = pod_status(&c).expect("PodSandboxStatus").status.unwrap();
+    let ip = ps.network.as_ref().unwrap().ip.clone();
+    assert!(ip.starts_with("10.98.0."), "pod IP {ip:?}");
+    assert_eq!(ps.state, cri::PodSandboxState::SandboxReady as i32);
+    assert!(ps.created_at > 0);
+    let netns = format!("septem-{pod_id}");
+    assert!(run(&["ip", "netns", "list"]).contains(&netns));
+
+    // Restart: the pod is still there.
+    assert_eq!(server.stop(), Some(0), "septem-cri exit status on SIGTERM");
+    assert!(!server.socket.exists(), "socket left after SIGTERM");
+    server.start();
+    let c = Clients::new(&server.socket);
+    let pods = call!(
+        c,
+        runtime.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+    )
+    .expect("ListPodSandbox")
+    .items;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].id, pod_id);
+    let none = call!(
+        c,
+        runtime.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                state: Some(cri::PodSandboxStateValue {
+                    state: cri::PodSandboxState::SandboxNotready as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+    )
+    .expect("ListPodSandbox")
+    .items;
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(
+        pod_status(&c)
+            .expect("status")
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip,
+        ip
+    );
+
+    // The container.
+    let cid = call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "httpd".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+                log_path: "httpd/0.log".into(),
+                labels: [("role".to_string(), "server".to_string())].into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox.clone()),
+        })
+    )
+    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
+    .container_id;
+    let cstatus = |c: &Clients| {
+        call!(
+            c,
+            runtime.container_status(cri::ContainerStatusRequest {
+                container_id: cid.clone(),
+                verbose: false,
+            })
+        )
+        .map(|r| r.status.unwrap())
+    };
+    let s = cstatus(&c).expect("ContainerStatus");
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.log_path, "httpd/0.log");
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: cid.clone(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+    let s = cstatus(&c).expect("ContainerStatus");
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    assert!(s.started_at >= s.created_at);
+    let listed = call!(
+        c,
+        runtime.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                label_selector: [("role".to_string(), "server".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+    )
+    .expect("ListContainers")
+    .containers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, cid);
+
+    let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
+    eprintln!("septem-cri: curl http://{ip}/ → {} bytes, 200", page.len());
+
+    // The log, in the CRI format.
+    let log_file = log_dir.join("httpd/0.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if text.contains(" stdout F httpd: listening") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("httpd: listening"))
+        .unwrap_or_else(|| panic!("no listening line in {}:\n{log}", log_file.display()));
+    let (ts, rest) = line.split_once(' ').unwrap();
+    assert!(
+        ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "timestamp {ts:?}"
+    );
+    assert!(rest.starts_with("stdout F httpd: listening"), "{line}");
+    call!(
+        c,
+        runtime.reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: cid.clone(),
+        })
+    )
+    .expect("ReopenContainerLog");
+
+    // What a unikernel cannot do.
+    let m = expect_code(
+        call!(
+            c,
+            runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: cid.clone(),
+                cmd: vec!["sh".into()],
+                timeout: 1,
+            })
+        ),
+        Code::FailedPrecondition,
+        "ExecSync",
+    );
+    assert!(m.contains("no shell"), "{m}");
+
+    // Graceful stop: exit code 0; twice is fine.
+    for _ in 0..2 {
+        call!(
+            c,
+            runtime.stop_container(cri::StopContainerRequest {
+                container_id: cid.clone(),
+                timeout: 10,
+            })
+        )
+        .unwrap_or_else(|e| panic!("StopContainer: {e:?}\n{}", server.log()));
+    }
+    let s = cstatus(&c).expect("ContainerStatus");
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 0, "exit code after a graceful stop: {s:?}");
+    assert_eq!(s.reason, "Completed");
+    assert!(s.finished_at >= s.started_at);
+    for _ in 0..2 {
+        call!(
+            c,
+            runtime.remove_container(cri::RemoveContainerRequest {
+                container_id: cid.clone(),
+            })
+        )
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e:?}\n{}", server.log()));
+    }
+    expect_code(cstatus(&c), Code::NotFound, "status of a removed container");
+
+    // Stop and remove the pod, twice each.
+    for _ in 0..2 {
+        call!(
+            c,
+            runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+        )
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e:?}\n{}", server.log()));
+        let ps = pod_status(&c).expect("status").status.unwrap();
+        assert_eq!(ps.state, cri::PodSandboxState::SandboxNotready as i32);
+    }
+    for _ in 0..2 {
+        call!(
+            c,
+            runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+        )
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e:?}\n{}", server.log()));
+    }
+    expect_code(pod_status(&c), Code::NotFound, "status of a removed pod");
+    assert!(
+        !run(&["ip", "netns", "list"]).contains(&netns),
+        "netns left"
+    );
+    let left = |d: &str| -> Vec<String> {
+        std::fs::read_dir(server.state().join(d))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        left("pods").is_empty(),
+        "pod state left: {:?}",
+        left("pods")
+    );
+    assert!(
+        left("containers").is_empty(),
+        "container state left: {:?}",
+        left("containers")
+    );
+    assert!(
+        left("runnc").iter().all(|n| n.starts_with('.')),
+        "runnc state left: {:?}",
+        left("runnc")
+    );
+    let leases: Vec<String> = std::fs::read_dir(tmp.path().join("ipam/septem-cri-test"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "IP lease left: {leases:?}");
+
+    // The image goes, twice.
+    for _ in 0..2 {
+        call!(
+            c,
+            images.remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+            })
+        )
+        .expect("RemoveImage");
+    }
+    assert!(status(&reference).is_none());
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+}
+
+#[test]
+fn errors_and_unsupported_calls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(tmp.path());
+    server.start();
+    let c = Clients::new(&server.socket);
+
+    // No CNI config: the network is not ready, and says why.
+    let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
+    let conds = st.status.expect("status").conditions;
+    let net = conds
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(!net.status);
+    assert_eq!(net.reason, "NetworkPluginNotReady");
+    assert!(
+        net.message.contains("no CNI network configuration"),
+        "{net:?}"
+    );
+    assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+
+    // Unknown ids.
+    expect_code(
+        call!(
+            c,
+            runtime.container_status(cri::ContainerStatusRequest {
+                container_id: "nope".into(),
+                verbose: false,
+            })
+        ),
+        Code::NotFound,
+        "ContainerStatus",
+    );
+    expect_code(
+        call!(
+            c,
+            runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: "nope".into(),
+                verbose: false,
+            })
+        ),
+        Code::NotFound,
+        "PodSandboxStatus",
+    );
+    expect_code(
+        call!(
+            c,
+            runtime.start_container(cri::StartContainerRequest {
+                container_id: "nope".into(),
+            })
+        ),
+        Code::NotFound,
+        "StartContainer",
+    );
+    expect_code(
+        call!(
+            c,
+            runtime.stop_container(cri::StopContainerRequest {
+                container_id: "nope".into(),
+                timeout: 1,
+            })
+        ),
+        Code::NotFound,
+        "StopContainer",
+    );
+    expect_code(
+        call!(
+            c,
+            runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: "nope".into(),
+                ..Default::default()
+            })
+        ),
+        Code::NotFound,
+        "CreateContainer in an unknown pod",
+    );
+    expect_code(
+        call!(
+            c,
+            runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: "nope".into(),
+                ..Default::default()
+            })
+        ),
+        Code::NotFound,
+        "ExecSync",
+    );
+    // Removing and stopping what is not there is fine (idempotent).
+    call!(
+        c,
+        runtime.remove_container(cri::RemoveContainerRequest {
+            container_id: "nope".into(),
+        })
+    )
+    .expect("RemoveContainer of an unknown id");
+    call!(
+        c,
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+    )
+    .expect("StopPodSandbox of an unknown id");
+    call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+    )
+    .expect("RemovePodSandbox of an unknown id");
+    call!(
+        c,
+        images.remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "example.com/absent:1".into(),
+                ..Default::default()
+            }),
+        })
+    )
+    .expect("RemoveImage of an unknown image");
+    let img = call!(
+        c,
+        images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: "example.com/absent:1".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+    )
+    .expect("ImageStatus of an unknown image");
+    assert!(img.image.is_none());
+
+    // Bad requests.
+    let m = expect_code(
+        call!(
+            c,
+            runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config("x", tmp.path())),
+                runtime_handler: "runc".into(),
+            })
+        ),
+        Code::InvalidArgument,
+        "unknown runtime handler",
+    );
+    assert!(m.contains("septem-kvm"), "{m}");
+    expect_code(
+        call!(
+            c,
+            runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        ),
+        Code::InvalidArgument,
+        "RunPodSandbox without a config",
+    );
+    expect_code(
+        call!(
+            c,
+            images.pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: "Bad Reference!".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        ),
+        Code::InvalidArgument,
+        "PullImage of a bad reference",
+    );
+
+    // Not built yet: Unimplemented, saying so.
+    let m = expect_code(
+        call!(
+            c,
+            runtime.container_stats(cri::ContainerStatsRequest {
+                container_id: "nope".into(),
+            })
+        ),
+        Code::Unimplemented,
+        "ContainerStats",
+    );
+    assert!(m.contains("not implemented yet in septem-cri"), "{m}");
+
+    // RuntimeConfig, UpdateRuntimeConfig.
+    let rc = call!(c, runtime.runtime_config(cri::RuntimeConfigRequest {})).expect("RuntimeConfig");
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+    call!(
+        c,
+        runtime.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.244.0.0/24".into(),
+                }),
+            }),
+        })
+    )
+    .expect("UpdateRuntimeConfig");
+    let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
+    assert_eq!(
+        st.info.get("podCIDR").map(String::as_str),
+        Some("10.244.0.0/24")
+    );
+
+    drop(c);
+    assert_eq!(server.stop(), Some(0), "exit status on SIGTERM");
+    assert!(!server.socket.exists(), "socket left after SIGTERM");
+    // A stale socket file is replaced on start.
+    std::fs::write(&server.socket, b"").expect("stale socket");
+    server.start();
+    let c = Clients::new(&server.socket);
+    call!(c, runtime.version(cri::VersionRequest::default())).expect("Version after restart");
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+}
