@@ -152,6 +152,7 @@ pub struct Runtime {
     logs: Mutex<HashMap<String, Arc<LogFile>>>,
     waited: Mutex<std::collections::HashSet<String>>,
     pod_cidr: Mutex<String>,
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 /// The runtime handler names and their backends.
@@ -165,6 +166,28 @@ pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
              septem-kvm and septem-seccomp"
         ))),
     }
+}
+
+/// CRI resources as OCI `linux.resources` (memory limit, CPU shares/quota/period).
+fn oci_resources(r: &cri::LinuxContainerResources) -> Value {
+    let mut res = json!({});
+    if r.memory_limit_in_bytes > 0 {
+        res["memory"] = json!({ "limit": r.memory_limit_in_bytes });
+    }
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota > 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !cpu.is_empty() {
+        res["cpu"] = Value::Object(cpu);
+    }
+    res
 }
 
 fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
@@ -228,6 +251,7 @@ impl Runtime {
             logs: Mutex::new(HashMap::new()),
             waited: Mutex::new(std::collections::HashSet::new()),
             pod_cidr: Mutex::new(pod_cidr),
+            cpu_samples: Mutex::new(HashMap::new()),
         });
         Ok(rt)
     }
@@ -916,24 +940,7 @@ impl Runtime {
             linux["cgroupsPath"] = format!("{}/{id}", parent.trim_end_matches('/')).into();
         }
         if let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-            let mut res = json!({});
-            if r.memory_limit_in_bytes > 0 {
-                res["memory"] = json!({ "limit": r.memory_limit_in_bytes });
-            }
-            let mut cpu = serde_json::Map::new();
-            if r.cpu_shares > 0 {
-                cpu.insert("shares".into(), r.cpu_shares.into());
-            }
-            if r.cpu_quota > 0 {
-                cpu.insert("quota".into(), r.cpu_quota.into());
-            }
-            if r.cpu_period > 0 {
-                cpu.insert("period".into(), r.cpu_period.into());
-            }
-            if !cpu.is_empty() {
-                res["cpu"] = Value::Object(cpu);
-            }
-            linux["resources"] = res;
+            linux["resources"] = oci_resources(r);
         }
         let hostname = if pod.config.hostname.is_empty() {
             pod.config
@@ -1152,10 +1159,63 @@ impl Runtime {
             annotations: c.config.annotations.clone(),
             mounts: vec![],
             log_path: c.log_path.clone(),
-            resources: None,
+            resources: c.config.linux.as_ref().map(|l| cri::ContainerResources {
+                linux: l.resources.clone(),
+                windows: None,
+            }),
             image_id: c.image_id.clone(),
             user: None,
         })
+    }
+
+    /// UpdateContainerResources: `runnc update -r` with the new CPU limits. The guest's
+    /// memory is fixed at boot, so a different memory limit is refused.
+    pub fn update_resources(
+        &self,
+        id: &str,
+        r: Option<cri::LinuxContainerResources>,
+    ) -> Result<(), Error> {
+        let lock = self.lock_of(id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let Some(r) = r else { return Ok(()) };
+        if c.finished_at != 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} has exited"
+            )));
+        }
+        let current = c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+            .map_or(0, |r| r.memory_limit_in_bytes);
+        if r.memory_limit_in_bytes > 0 && r.memory_limit_in_bytes != current {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: a unikernel's memory is fixed when it boots; \
+                 recreate the container to change its memory limit"
+            )));
+        }
+        let mut res = oci_resources(&r);
+        if let Some(o) = res.as_object_mut() {
+            o.remove("memory");
+        }
+        let file = self.container_dir(id).join("resources.json");
+        std::fs::write(&file, res.to_string()).map_err(internal("writing resources.json"))?;
+        let out = self.runnc(&["update", "-r", &file.to_string_lossy(), id])?;
+        if !out.ok() {
+            return Err(Error::Internal(format!(
+                "runnc update {id}: {}",
+                out.stderr.trim()
+            )));
+        }
+        let linux = c.config.linux.get_or_insert_with(Default::default);
+        linux.resources = Some(r);
+        self.save_container(c)
     }
 
     /// ReopenContainerLog.
@@ -1195,5 +1255,199 @@ impl Runtime {
         self.pod(id)
             .map(|_| ())
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    // ---- stats ----------------------------------------------------------------------
+
+    /// `runnc events --stats`: (cpu ns, memory bytes, memory limit) of a live container.
+    fn runnc_stats(&self, id: &str) -> Option<(u64, u64, u64)> {
+        let out = self.runnc(&["events", "--stats", id]).ok()?;
+        if !out.ok() {
+            return None;
+        }
+        let v: Value = serde_json::from_str(out.stdout.lines().next()?).ok()?;
+        let d = &v["data"];
+        Some((
+            d["cpu"]["usage"]["total"].as_u64()?,
+            d["memory"]["usage"]["usage"].as_u64().unwrap_or(0),
+            d["memory"]["usage"]["limit"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    fn stats_of(&self, c: &Container) -> cri::ContainerStats {
+        let now = util::now_ns();
+        let attributes = Some(cri::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: c.config.metadata.clone(),
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+        });
+        let (used, inodes) = images::usage_of(&self.container_dir(&c.id));
+        let writable_layer = Some(cri::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: self
+                    .config
+                    .state_dir
+                    .join("containers")
+                    .display()
+                    .to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: used }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        });
+        let live = c.finished_at == 0;
+        let sample = if live { self.runnc_stats(&c.id) } else { None };
+        let Some((cpu_ns, mem, limit)) = sample else {
+            return cri::ContainerStats {
+                attributes,
+                cpu: None,
+                memory: None,
+                writable_layer,
+                swap: None,
+            };
+        };
+        let nano_cores = {
+            let mut samples = self
+                .cpu_samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rate = samples.get(&c.id).and_then(|(t, prev)| {
+                let dt = u64::try_from(now - t).ok().filter(|d| *d > 0)?;
+                let dcpu = cpu_ns.checked_sub(*prev)?;
+                Some(
+                    u64::try_from(u128::from(dcpu) * 1_000_000_000 / u128::from(dt))
+                        .unwrap_or(u64::MAX),
+                )
+            });
+            samples.insert(c.id.clone(), (now, cpu_ns));
+            rate
+        };
+        let u = |value| Some(cri::UInt64Value { value });
+        cri::ContainerStats {
+            attributes,
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: u(cpu_ns),
+                usage_nano_cores: nano_cores.and_then(u),
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: u(mem),
+                available_bytes: if limit > 0 && limit < (1 << 62) {
+                    u(limit.saturating_sub(mem))
+                } else {
+                    None
+                },
+                usage_bytes: u(mem),
+                rss_bytes: None,
+                page_faults: None,
+                major_page_faults: None,
+            }),
+            writable_layer,
+            swap: None,
+        }
+    }
+
+    /// ContainerStats.
+    pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Error> {
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(self.stats_of(&c))
+    }
+
+    /// ListContainerStats: the containers that have not exited, filtered.
+    #[must_use]
+    pub fn list_container_stats(
+        &self,
+        f: Option<cri::ContainerStatsFilter>,
+    ) -> Vec<cri::ContainerStats> {
+        let f = f.unwrap_or_default();
+        self.list_containers(Some(cri::ContainerFilter {
+            id: f.id,
+            state: None,
+            pod_sandbox_id: f.pod_sandbox_id,
+            label_selector: f.label_selector,
+        }))
+        .iter()
+        .filter(|c| c.state != cri::ContainerState::ContainerExited as i32)
+        .filter_map(|c| self.container(&c.id))
+        .map(|c| self.stats_of(&c))
+        .collect()
+    }
+
+    /// PodSandboxStats: the sum of its containers' CPU and memory.
+    pub fn pod_stats(&self, id: &str) -> Result<cri::PodSandboxStats, Error> {
+        let pod = self
+            .pod(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        let containers = self.list_container_stats(Some(cri::ContainerStatsFilter {
+            pod_sandbox_id: id.to_string(),
+            ..Default::default()
+        }));
+        let now = util::now_ns();
+        let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+            let v: Vec<u64> = containers.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| cri::UInt64Value {
+                value: v.iter().sum(),
+            })
+        };
+        let cpu = cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: sum(&|c| {
+                c.cpu
+                    .as_ref()?
+                    .usage_core_nano_seconds
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            usage_nano_cores: sum(&|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value)),
+        };
+        let memory = cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: sum(&|c| {
+                c.memory
+                    .as_ref()?
+                    .working_set_bytes
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            usage_bytes: sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+            ..Default::default()
+        };
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: pod.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                labels: pod.config.labels.clone(),
+                annotations: pod.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cpu),
+                memory: Some(memory),
+                network: None,
+                process: None,
+                containers,
+            }),
+            windows: None,
+        })
+    }
+
+    /// ListPodSandboxStats.
+    #[must_use]
+    pub fn list_pod_stats(
+        &self,
+        f: Option<cri::PodSandboxStatsFilter>,
+    ) -> Vec<cri::PodSandboxStats> {
+        let f = f.unwrap_or_default();
+        self.list_pods(Some(cri::PodSandboxFilter {
+            id: f.id,
+            state: None,
+            label_selector: f.label_selector,
+        }))
+        .iter()
+        .filter_map(|p| self.pod_stats(&p.id).ok())
+        .collect()
     }
 }

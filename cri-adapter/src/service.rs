@@ -299,9 +299,12 @@ impl RuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        Err(not_yet("UpdateContainerResources"))
+        let req = req.into_inner();
+        self.blocking(move |rt| rt.update_resources(&req.container_id, req.linux))
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -355,30 +358,46 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        Err(not_yet("ContainerStats"))
+        let id = req.into_inner().container_id;
+        let stats = self.blocking(move |rt| rt.container_stats(&id)).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        Err(not_yet("ListContainerStats"))
+        let filter = req.into_inner().filter;
+        let stats = self
+            .blocking(move |rt| Ok(rt.list_container_stats(filter)))
+            .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        Err(not_yet("PodSandboxStats"))
+        let id = req.into_inner().pod_sandbox_id;
+        let stats = self.blocking(move |rt| rt.pod_stats(&id)).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
-        Err(not_yet("ListPodSandboxStats"))
+        let filter = req.into_inner().filter;
+        let stats = self
+            .blocking(move |rt| Ok(rt.list_pod_stats(filter)))
+            .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(

@@ -619,6 +619,93 @@ fn pod_lifecycle_through_cri() {
     let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
     eprintln!("septem-cri: curl http://{ip}/ → {} bytes, 200", page.len());
 
+    // Stats move.
+    let stats = |c: &Clients| {
+        call!(
+            c,
+            runtime.container_stats(cri::ContainerStatsRequest {
+                container_id: cid.clone(),
+            })
+        )
+        .expect("ContainerStats")
+        .stats
+        .expect("stats")
+    };
+    let first = stats(&c);
+    let cpu0 = first
+        .cpu
+        .as_ref()
+        .expect("cpu")
+        .usage_core_nano_seconds
+        .expect("cpu ns")
+        .value;
+    assert!(cpu0 > 0, "{first:?}");
+    let mem = first
+        .memory
+        .as_ref()
+        .expect("memory")
+        .working_set_bytes
+        .expect("ws")
+        .value;
+    assert!(mem > 0, "{first:?}");
+    for _ in 0..20 {
+        curl_until_200(&format!("http://{ip}/"), Duration::from_secs(5));
+    }
+    let second = stats(&c);
+    let cpu = second.cpu.as_ref().expect("cpu");
+    assert!(
+        cpu.usage_core_nano_seconds.as_ref().unwrap().value > cpu0,
+        "cpu did not move: {cpu:?}"
+    );
+    assert!(cpu.usage_nano_cores.is_some(), "{cpu:?}");
+    let all = call!(
+        c,
+        runtime.list_container_stats(cri::ListContainerStatsRequest::default())
+    )
+    .expect("ListContainerStats")
+    .stats;
+    assert_eq!(all.len(), 1);
+    let pod_stats = call!(
+        c,
+        runtime.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+    )
+    .expect("PodSandboxStats")
+    .stats
+    .expect("stats");
+    let linux = pod_stats.linux.expect("linux");
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.is_some());
+    // CPU limits change; memory cannot (fixed at boot).
+    call!(
+        c,
+        runtime.update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: cid.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    )
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e:?}\n{}", server.log()));
+    expect_code(
+        call!(
+            c,
+            runtime.update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: cid.clone(),
+                linux: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 256 << 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        ),
+        Code::FailedPrecondition,
+        "memory update",
+    );
+
     // The log, in the CRI format.
     let log_file = log_dir.join("httpd/0.log");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -936,16 +1023,27 @@ fn errors_and_unsupported_calls() {
         "PullImage of a bad reference",
     );
 
-    // Not built yet: Unimplemented, saying so.
-    let m = expect_code(
+    expect_code(
         call!(
             c,
             runtime.container_stats(cri::ContainerStatsRequest {
                 container_id: "nope".into(),
             })
         ),
-        Code::Unimplemented,
+        Code::NotFound,
         "ContainerStats",
+    );
+    // Not built yet: Unimplemented, saying so.
+    let m = expect_code(
+        call!(
+            c,
+            runtime.checkpoint_container(cri::CheckpointContainerRequest {
+                container_id: "nope".into(),
+                ..Default::default()
+            })
+        ),
+        Code::Unimplemented,
+        "CheckpointContainer",
     );
     assert!(m.contains("not implemented yet in septem-cri"), "{m}");
 
