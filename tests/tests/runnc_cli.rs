@@ -994,3 +994,30 @@ fn settings_debug_log_and_update() {
     assert_eq!(limit.trim(), "42");
     rt.runnc(&["delete", "--force", "s1"]).expect_status(0);
 }
+
+/// `run -d` returns once the guest runs and leaves the container for delete.
+#[test]
+fn run_detached() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("detach");
+    let b = long_lived(&rt, "b");
+    let pid_file = rt.dir.join("d1.pid");
+    rt.runnc(&[
+        "run",
+        "-d",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "d1",
+    ])
+    .expect_status(0);
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(pid_alive(pid));
+    assert_eq!(rt.status("d1"), "running");
+    rt.runnc(&["kill", "d1", "KILL"]).expect_status(0);
+    rt.wait_status("d1", "stopped", WAIT);
+    rt.runnc(&["delete", "d1"]).expect_status(0);
+}
