@@ -30,6 +30,9 @@ pub struct Cli {
     /// Accepted for compatibility (`true`, `false`, `auto`).
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
+    /// Accepted for compatibility (checkpoint/restore are not supported).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub criu: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

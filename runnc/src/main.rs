@@ -6,7 +6,24 @@ use runnc::cli::{Cli, LogFormat};
 use runnc::commands::{self, Ctx};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // Usage errors exit 1 like every other error (clap's default is 2).
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("runnc: {}", first.trim_start_matches("error: "));
+            for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+                eprintln!("{line}");
+            }
+            std::process::exit(1);
+        }
+    };
     let code = match real_main(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -307,6 +307,9 @@ fn errors_and_json_log() {
     assert!(last["time"].as_str().unwrap().contains('T'));
     assert_eq!(last.as_object().unwrap().len(), 3, "{last}");
 
+    rt.runnc(&["--frobnicate", "state", "l1"])
+        .expect_status(1)
+        .stderr_has("runnc: unexpected argument");
     for cmd in ["exec", "checkpoint", "restore"] {
         rt.runnc(&[cmd, "l1"])
             .expect_status(1)

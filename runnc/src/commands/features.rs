@@ -28,7 +28,7 @@ pub fn document() -> serde_json::Value {
             "selinux": { "enabled": false }
         },
         "annotations": {
-            "org.septem.runnc.commit": env!("CARGO_PKG_VERSION"),
+            "org.septem.runnc.version": env!("CARGO_PKG_VERSION"),
             "org.septem.runnc.reads": reads,
         }
     })
