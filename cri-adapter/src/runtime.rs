@@ -242,18 +242,40 @@ impl Runtime {
             containers = containers.len(),
             "state loaded"
         );
+        let mut log_files = HashMap::new();
+        for c in containers.values() {
+            if c.finished_at != 0 || reaper::start_time(c.pid) != Some(c.pid_start) {
+                continue;
+            }
+            match Self::reattach_logs(&s.join("containers").join(&c.id), &c.log_file) {
+                Ok(log) => {
+                    log_files.insert(c.id.clone(), log);
+                }
+                Err(e) => tracing::warn!(container = %c.id, "output not reattached: {e}"),
+            }
+        }
         let rt = Arc::new(Runtime {
             config,
             images,
             pods: RwLock::new(pods),
             containers: RwLock::new(containers),
             locks: Mutex::new(HashMap::new()),
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(log_files),
             waited: Mutex::new(std::collections::HashSet::new()),
             pod_cidr: Mutex::new(pod_cidr),
             cpu_samples: Mutex::new(HashMap::new()),
         });
         Ok(rt)
+    }
+
+    /// Reopens a running container's FIFOs (septem-cri restarted) and copies them again.
+    fn reattach_logs(dir: &Path, log_file: &Path) -> std::io::Result<Arc<LogFile>> {
+        let log = LogFile::open(log_file)?;
+        for stream in ["stdout", "stderr"] {
+            let r = logs::open_reader(&dir.join(format!("{stream}.fifo")))?;
+            logs::copy(r, stream, log.clone())?;
+        }
+        Ok(log)
     }
 
     fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {
@@ -762,8 +784,10 @@ impl Runtime {
         };
         let log = LogFile::open(&log_file)
             .map_err(internal(format!("opening {}", log_file.display())))?;
-        let (out_r, out_w) = logs::pipe().map_err(internal("pipe"))?;
-        let (err_r, err_w) = logs::pipe().map_err(internal("pipe"))?;
+        let (out_r, out_w) =
+            logs::fifo(&dir.join("stdout.fifo")).map_err(internal("stdout fifo"))?;
+        let (err_r, err_w) =
+            logs::fifo(&dir.join("stderr.fifo")).map_err(internal("stderr fifo"))?;
         let pid_file = dir.join("pid");
         let runnc_log = dir.join("runnc.log");
         let mut cmd = self.runnc_cmd(Some(&runnc_log));

@@ -776,6 +776,98 @@ fn pod_lifecycle_through_cri() {
     }
     expect_code(cstatus(&c), Code::NotFound, "status of a removed container");
 
+    // A second container (the tap is free again), logging requests; septem-cri restarts
+    // while it runs: the guest keeps serving, its output reaches the log again, it
+    // stays listed and stoppable (its exit code is unknown: septem-cri is no longer its
+    // parent).
+    let cid2 = call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "httpd".into(),
+                    attempt: 1,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+                args: vec!["--log".into()],
+                log_path: "httpd/1.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox.clone()),
+        })
+    )
+    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
+    .container_id;
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: cid2.clone(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+    curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+    curl_until_200(&format!("http://{ip}/"), Duration::from_secs(5));
+    server.start();
+    let c = Clients::new(&server.socket);
+    let status2 = |c: &Clients| {
+        call!(
+            c,
+            runtime.container_status(cri::ContainerStatusRequest {
+                container_id: cid2.clone(),
+                verbose: false,
+            })
+        )
+        .expect("ContainerStatus")
+        .status
+        .unwrap()
+    };
+    assert_eq!(
+        status2(&c).state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    curl_until_200(&format!("http://{ip}/health"), Duration::from_secs(5));
+    let log2 = log_dir.join("httpd/1.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log2).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains(" stdout F ") && l.contains("/health"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /health request line after the restart in {}:\n{text}",
+            log2.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    call!(
+        c,
+        runtime.stop_container(cri::StopContainerRequest {
+            container_id: cid2.clone(),
+            timeout: 10,
+        })
+    )
+    .unwrap_or_else(|e| panic!("StopContainer: {e:?}\n{}", server.log()));
+    let s2 = status2(&c);
+    assert_eq!(s2.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s2.reason, "Unknown", "{s2:?}");
+    call!(
+        c,
+        runtime.remove_container(cri::RemoveContainerRequest {
+            container_id: cid2.clone(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("RemoveContainer: {e:?}\n{}", server.log()));
+
     // Stop and remove the pod, twice each.
     for _ in 0..2 {
         call!(
