@@ -129,6 +129,16 @@ impl Prepared {
             if self.close_first >= 0 {
                 libc::close(self.close_first);
             }
+            // A clean signal state for septem-run: nothing blocked or ignored that the
+            // caller (a shim, a shell) had blocked or ignored.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            for sig in 1..libc::SIGRTMIN() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
             if netns >= 0 && libc::setns(netns, libc::CLONE_NEWNET) != 0 {
                 die(b"cannot join the network namespace");
             }
