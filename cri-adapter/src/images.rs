@@ -216,10 +216,12 @@ impl Store {
         };
         let id = pulled.digest.clone();
         let dest = self.layout(&id);
-        if dest.exists() {
+        if let Err(e) = std::fs::rename(&staging, &dest) {
             let _ = std::fs::remove_dir_all(&staging);
-        } else {
-            std::fs::rename(&staging, &dest).map_err(io(format!("storing {id}")))?;
+            // Already there (pulled before, or by a concurrent pull): the same content.
+            if !dest.join("index.json").exists() {
+                return Err(io(format!("storing {id}"))(e));
+            }
         }
         let size = dir_size(&dest);
         let mut index = self.lock();

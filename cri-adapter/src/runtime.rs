@@ -211,7 +211,13 @@ impl Runtime {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "json") {
                 match util::read_json::<Pod>(&p) {
-                    Ok(Some(pod)) => {
+                    Ok(Some(mut pod)) => {
+                        // After a reboot the namespace is gone: the pod is not ready
+                        // (Stop/Remove still run CNI DEL to release its address).
+                        if pod.state == PodState::Ready && !pod.netns.exists() {
+                            tracing::warn!(pod = %pod.id, "network namespace gone: pod not ready");
+                            pod.state = PodState::NotReady;
+                        }
                         pods.insert(pod.id.clone(), pod);
                     }
                     Ok(None) => {}
@@ -425,7 +431,10 @@ impl Runtime {
             .ok_or_else(|| Error::InvalidArgument("pod config without metadata".into()))?;
         let backend = backend_of(&req.runtime_handler, &self.config.default_backend)?;
         let id = util::random_id().map_err(internal("random id"))?;
-        let _guard = self.lock_of(&id);
+        let lock = self.lock_of(&id);
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let netns_name = format!("septem-{id}");
         let netns = PathBuf::from("/var/run/netns").join(&netns_name);
         let out = util::run(Command::new("ip").args(["netns", "add", &netns_name]), None)

@@ -352,6 +352,52 @@ fn skip_lifecycle() -> bool {
     false
 }
 
+/// Pushes a plain image (one ordinary layer, made by umoci, copied by skopeo) to
+/// `reg`; None (with a printed reason) when the tools are missing.
+fn push_plain_image(reg: &Registry, tmp: &Path) -> Option<String> {
+    for tool in ["umoci", "skopeo"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIPPED (non-Septem image part): {tool} is missing");
+            return None;
+        }
+    }
+    let layout = tmp.join("plain");
+    let img = format!("{}:1", layout.display());
+    let file = tmp.join("hello.txt");
+    std::fs::write(&file, "not a unikernel\n").expect("write");
+    let reference = format!("{}/other/plain:1", reg.addr);
+    for argv in [
+        vec!["umoci", "init", "--layout", layout.to_str().unwrap()],
+        vec!["umoci", "new", "--image", &img],
+        vec![
+            "umoci",
+            "insert",
+            "--image",
+            &img,
+            file.to_str().unwrap(),
+            "/hello.txt",
+        ],
+        vec![
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{img}"),
+            &format!("docker://{reference}"),
+        ],
+    ] {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("run tool");
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(reference)
+}
+
 /// Removes the test's bridge on drop.
 struct Bridge(String);
 
@@ -483,6 +529,28 @@ fn pod_lifecycle_through_cri() {
         "pull of a missing image",
     );
 
+    // An ordinary (non-Septem) image: FailedPrecondition, saying why.
+    if let Some(plain) = push_plain_image(&reg, tmp.path()) {
+        let m = expect_code(
+            call!(
+                c,
+                images.pull_image(cri::PullImageRequest {
+                    image: Some(cri::ImageSpec {
+                        image: plain,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            ),
+            Code::FailedPrecondition,
+            "pull of a non-Septem image",
+        );
+        assert!(
+            m.contains("not a Septem unikernel image") && m.contains("later step"),
+            "{m}"
+        );
+    }
+
     // The pod.
     let log_dir = tmp.path().join("logs/pod");
     let sandbox = pod_config("web", &log_dir);
@@ -554,6 +622,65 @@ fn pod_lifecycle_through_cri() {
             .ip,
         ip
     );
+
+    // Bad CreateContainer requests.
+    let bad = |config: cri::ContainerConfig| {
+        call!(
+            c,
+            runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox.clone()),
+            })
+        )
+    };
+    let good = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: "bad".into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: reference.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = expect_code(
+        bad(cri::ContainerConfig {
+            image: Some(cri::ImageSpec {
+                image: format!("{}/septem/absent:1", reg.addr),
+                ..Default::default()
+            }),
+            ..good.clone()
+        }),
+        Code::NotFound,
+        "CreateContainer with an image not pulled",
+    );
+    assert!(m.contains("PullImage"), "{m}");
+    expect_code(
+        bad(cri::ContainerConfig {
+            metadata: None,
+            ..good.clone()
+        }),
+        Code::InvalidArgument,
+        "CreateContainer without metadata",
+    );
+    let m = expect_code(
+        bad(cri::ContainerConfig {
+            tty: true,
+            ..good.clone()
+        }),
+        Code::InvalidArgument,
+        "CreateContainer with a tty",
+    );
+    assert!(m.contains("no terminal"), "{m}");
+    let none = call!(
+        c,
+        runtime.list_containers(cri::ListContainersRequest::default())
+    )
+    .expect("ListContainers")
+    .containers;
+    assert!(none.is_empty(), "failed creates left containers: {none:?}");
 
     // The container.
     let cid = call!(
