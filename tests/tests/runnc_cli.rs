@@ -230,12 +230,21 @@ fn kill_term_and_kill() {
     }
     let rt = Rt::new("kill");
     let b = long_lived(&rt, "b");
-    for (id, sig) in [("t1", "TERM"), ("t2", "SIGKILL"), ("t3", "9")] {
+    for (id, sig, all) in [
+        ("t1", "TERM", false),
+        ("t2", "SIGKILL", false),
+        ("t3", "9", false),
+        ("t4", "KILL", true),
+    ] {
         let pid = rt.create(&b, id);
         rt.runnc(&["start", id]).expect_status(0);
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(rt.status(id), "running");
-        rt.runnc(&["kill", id, sig]).expect_status(0);
+        if all {
+            rt.runnc(&["kill", "--all", id, sig]).expect_status(0);
+        } else {
+            rt.runnc(&["kill", id, sig]).expect_status(0);
+        }
         rt.wait_status(id, "stopped", WAIT);
         wait_gone(pid);
         rt.runnc(&["delete", id]).expect_status(0);
