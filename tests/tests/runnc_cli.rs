@@ -1033,3 +1033,71 @@ fn run_detached() {
     rt.wait_status("d1", "stopped", WAIT);
     rt.runnc(&["delete", "d1"]).expect_status(0);
 }
+
+/// Detection without the annotation: `unikernel/septem.json` (its binary and memory
+/// used), or `args[0]` ending in `.septem` that is a runnable image; a `.septem` name
+/// that is no image goes to runc.
+#[test]
+fn detection_without_annotation() {
+    if skip_unless_root() {
+        return;
+    }
+    let rt = Rt::new("detect");
+    let argv_of = |id: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(rt.root.join(id).join("state.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Rule 2: the marker file names the binary; args[0] is something else.
+    let b = rt.bundle("marker", &guest("exit_code"), &["3"]);
+    std::fs::write(
+        b.join("rootfs/unikernel/septem.json"),
+        r#"{"unikernel": true, "binary": "/unikernel/app.septem", "memory": "40M"}"#,
+    )
+    .unwrap();
+    edit_config(&b, |c| {
+        c["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("org.septem.unikernel");
+        c["process"]["args"][0] = "/entrypoint".into();
+    });
+    rt.create(&b, "m1");
+    let argv = argv_of("m1");
+    assert!(
+        argv.windows(2).any(|w| w[0] == "--mem" && w[1] == "40M"),
+        "{argv:?}"
+    );
+    rt.runnc(&["delete", "-f", "m1"]).expect_status(0);
+
+    // Rule 3: only args[0].
+    let b = rt.bundle("args0", &guest("exit_code"), &["4"]);
+    edit_config(&b, |c| {
+        c["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("org.septem.unikernel");
+    });
+    rt.runnc(&["run", "--bundle", b.to_str().unwrap(), "a1"])
+        .expect_status(4)
+        .stdout_has("exiting with 4");
+
+    // A .septem name that is not an image: runc's bundle (and runc's error).
+    std::fs::write(
+        b.join("rootfs/unikernel/app.septem"),
+        b"#!/bin/sh\necho no\n",
+    )
+    .unwrap();
+    let o = rt.runnc(&["create", "--bundle", b.to_str().unwrap(), "a2"]);
+    assert_ne!(o.status, Some(0), "{o:?}");
+    assert!(
+        !rt.root.join("a2").exists(),
+        "runnc took a non-Septem bundle"
+    );
+}
