@@ -20,7 +20,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use septem_tests::net::skip_unless_net;
-use septem_tests::{bin, example};
+use septem_tests::{bin, example, kvm_usable};
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -396,6 +396,24 @@ fn push_plain_image(reg: &Registry, tmp: &Path) -> Option<String> {
         );
     }
     Some(reference)
+}
+
+/// Zombie children of `pid`.
+fn zombies_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1) == Some(&pid.to_string().as_str()) {
+            out.push(stat.clone());
+        }
+    }
+    out
 }
 
 /// Removes the test's bridge on drop.
@@ -1297,6 +1315,181 @@ fn errors_and_unsupported_calls() {
     server.start();
     let c = Clients::new(&server.socket);
     call!(c, runtime.version(cri::VersionRequest::default())).expect("Version after restart");
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// The same pod on the `septem-kvm` handler: serves, stops gracefully (exit 0), and the
+/// process septem-run detaches to close the VM (reparented to septem-cri, a subreaper)
+/// is reaped, leaving no zombie.
+#[test]
+fn kvm_pod_serves_and_stops_gracefully() {
+    if skip_lifecycle() {
+        return;
+    }
+    if let Err(why) = kvm_usable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let reg = Registry::start();
+    let reference = format!("{}/septem/httpd:kvm", reg.addr);
+    let push = Command::new(bin("septem-build"))
+        .arg("push")
+        .arg(example("httpd"))
+        .arg(&reference)
+        .arg("-q")
+        .output()
+        .expect("septem-build push");
+    assert!(
+        push.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(tmp.path());
+    let bridge = Bridge(format!("sptcrk{}", std::process::id() % 10_000));
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "septem-cri-kvm",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge.0,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "subnet": "10.98.1.0/24",
+                "dataDir": tmp.path().join("ipam"),
+                "routes": [{ "dst": "0.0.0.0/0" }],
+            },
+        }],
+    });
+    std::fs::write(
+        server.cni_conf.join("10-kvm.conflist"),
+        conflist.to_string(),
+    )
+    .expect("write conflist");
+    server.start();
+    let c = Clients::new(&server.socket);
+    call!(
+        c,
+        images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    )
+    .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", server.log()));
+    let sandbox = pod_config("kvm", &tmp.path().join("logs"));
+    let pod_id = call!(
+        c,
+        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: "septem-kvm".into(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", server.log()))
+    .pod_sandbox_id;
+    let ip = call!(
+        c,
+        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+    )
+    .expect("PodSandboxStatus")
+    .status
+    .unwrap()
+    .network
+    .unwrap()
+    .ip;
+    let cid = call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "httpd".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+                log_path: "httpd/0.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox),
+        })
+    )
+    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
+    .container_id;
+    let bundle: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            server
+                .state()
+                .join("containers")
+                .join(&cid)
+                .join("bundle/config.json"),
+        )
+        .expect("config.json"),
+    )
+    .expect("JSON");
+    assert_eq!(bundle["annotations"]["org.septem.runnc.backend"], "kvm");
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: cid.clone(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+    let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
+    eprintln!(
+        "septem-cri (kvm): curl http://{ip}/ → {} bytes, 200",
+        page.len()
+    );
+    call!(
+        c,
+        runtime.stop_container(cri::StopContainerRequest {
+            container_id: cid.clone(),
+            timeout: 10,
+        })
+    )
+    .unwrap_or_else(|e| panic!("StopContainer: {e:?}\n{}", server.log()));
+    let s = call!(
+        c,
+        runtime.container_status(cri::ContainerStatusRequest {
+            container_id: cid.clone(),
+            verbose: false,
+        })
+    )
+    .expect("ContainerStatus")
+    .status
+    .unwrap();
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+    let server_pid = server.child.as_ref().expect("running").id();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let z = zombies_of(server_pid);
+        if z.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "zombies under septem-cri: {z:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+    )
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e:?}\n{}", server.log()));
+    assert!(!run(&["ip", "netns", "list"]).contains(&pod_id));
+    eprintln!(
+        "septem-cri reaped {} orphan(s)",
+        server.log().matches("reaped an orphan").count()
+    );
     drop(c);
     assert_eq!(server.stop(), Some(0));
 }
