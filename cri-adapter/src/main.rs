@@ -88,7 +88,7 @@ fn settings(args: Args) -> anyhow::Result<Config> {
     })
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(rt: Arc<runtime::Runtime>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -102,6 +102,7 @@ async fn shutdown_signal() {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!("{name}: shutting down (no new connections; in-flight calls finish)");
+    rt.close_events();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,13 +142,13 @@ async fn serve(config: Config, rt: Arc<runtime::Runtime>) -> anyhow::Result<()> 
         backend = %config.default_backend,
         "septem-cri serving CRI v1"
     );
-    let svc = Arc::new(service::Cri::new(rt));
+    let svc = Arc::new(service::Cri::new(Arc::clone(&rt)));
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::from_arc(Arc::clone(&svc)))
         .add_service(ImageServiceServer::from_arc(svc))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown_signal(),
+            shutdown_signal(rt),
         )
         .await;
     let _ = std::fs::remove_file(sock);

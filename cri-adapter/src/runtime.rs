@@ -153,6 +153,7 @@ pub struct Runtime {
     waited: Mutex<std::collections::HashSet<String>>,
     pod_cidr: Mutex<String>,
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    events: Mutex<Option<tokio::sync::broadcast::Sender<cri::ContainerEventResponse>>>,
 }
 
 /// The runtime handler names and their backends.
@@ -270,6 +271,7 @@ impl Runtime {
             waited: Mutex::new(std::collections::HashSet::new()),
             pod_cidr: Mutex::new(pod_cidr),
             cpu_samples: Mutex::new(HashMap::new()),
+            events: Mutex::new(Some(tokio::sync::broadcast::channel(1024).0)),
         });
         Ok(rt)
     }
@@ -282,6 +284,51 @@ impl Runtime {
             logs::copy(r, stream, log.clone())?;
         }
         Ok(log)
+    }
+
+    /// A receiver of the container (and pod) events from now on.
+    /// None once shutting down.
+    pub fn subscribe(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
+    }
+
+    /// Ends every event stream (shutdown: streaming calls would never finish).
+    pub fn close_events(&self) {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
+    /// Sends an event about `id` (a container, or a pod as containerd does) of `pod_id`,
+    /// with the pod's status and its containers' statuses.
+    fn emit(&self, id: &str, pod_id: &str, kind: cri::ContainerEventType) {
+        let sender = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(sender) = sender.filter(|s| s.receiver_count() > 0) else {
+            return;
+        };
+        let containers_statuses = self
+            .pod_containers(pod_id)
+            .iter()
+            .filter_map(|c| self.container_status(c).ok())
+            .collect();
+        let _ = sender.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: util::now_ns(),
+            pod_sandbox_status: self.pod_status(pod_id).ok(),
+            containers_statuses,
+        });
     }
 
     fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {
@@ -366,6 +413,7 @@ impl Runtime {
             return;
         }
         let mut c = c;
+        let pod_id = c.pod_id.clone();
         c.finished_at = util::now_ns();
         c.exit_code = 255;
         c.reason = "Unknown".into();
@@ -373,6 +421,7 @@ impl Runtime {
         if let Err(e) = self.save_container(c) {
             tracing::warn!("{e}");
         }
+        self.emit(id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
     }
 
     // ---- runtime config -------------------------------------------------------------
@@ -475,6 +524,8 @@ impl Runtime {
         }
         tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, ip = %pod.ip, "pod ready");
         self.save_pod(pod)?;
+        self.emit(&id, &id, cri::ContainerEventType::ContainerCreatedEvent);
+        self.emit(&id, &id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -576,8 +627,12 @@ impl Runtime {
             self.stop_container(&c, 0)?;
         }
         self.teardown_network(&mut pod)?;
+        let was_ready = pod.state == PodState::Ready;
         pod.state = PodState::NotReady;
         self.save_pod(pod)?;
+        if was_ready {
+            self.emit(id, id, cri::ContainerEventType::ContainerStoppedEvent);
+        }
         tracing::info!(pod = %id, "pod stopped");
         Ok(())
     }
@@ -623,6 +678,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
+        self.emit(id, id, cri::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(pod = %id, "pod removed");
         Ok(())
     }
@@ -857,6 +913,7 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), log);
         self.spawn_waiter(id, pid);
+        self.emit(id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, pod = %pod.id, pid, "container created");
         Ok(())
     }
@@ -902,9 +959,11 @@ impl Runtime {
                     c.reason = reason.to_string();
                     c.message = message;
                     if rt.container_dir(&id).exists() {
+                        let pod_id = c.pod_id.clone();
                         if let Err(e) = rt.save_container(c) {
                             tracing::warn!(container = %id, "{e}");
                         }
+                        rt.emit(&id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
                     }
                 }
                 rt.waited
@@ -1029,6 +1088,11 @@ impl Runtime {
             c.started_at = util::now_ns();
             self.save_container(c)?;
         }
+        self.emit(
+            id,
+            &c.pod_id,
+            cri::ContainerEventType::ContainerStartedEvent,
+        );
         tracing::info!(container = %id, "container started");
         Ok(())
     }
@@ -1089,9 +1153,9 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.container(id).is_none() {
+        let Some(c) = self.container(id) else {
             return Ok(());
-        }
+        };
         let out = self.runnc(&["delete", "--force", id])?;
         if !out.ok() && !out.stderr.contains("not exist") && !out.stderr.contains("not found") {
             return Err(Error::Internal(format!(
@@ -1118,6 +1182,11 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
+        self.emit(
+            id,
+            &c.pod_id,
+            cri::ContainerEventType::ContainerDeletedEvent,
+        );
         tracing::info!(container = %id, "container removed");
         Ok(())
     }

@@ -435,7 +435,19 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(not_yet("GetContainerEvents"))
+        use tokio_stream::StreamExt as _;
+        let rx = self
+            .rt
+            .subscribe()
+            .ok_or_else(|| Status::unavailable("septem-cri is shutting down"))?;
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|e| match e {
+            Ok(ev) => Some(Ok(ev)),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!("a GetContainerEvents client lagged: {n} events dropped");
+                None
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

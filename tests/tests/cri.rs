@@ -641,6 +641,24 @@ fn pod_lifecycle_through_cri() {
         ip
     );
 
+    // Container events, from now on.
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel::<cri::ContainerEventResponse>();
+    {
+        let mut client = c.runtime.clone();
+        let mut stream = c
+            .rt
+            .block_on(async move { client.get_container_events(cri::GetEventsRequest {}).await })
+            .expect("GetContainerEvents")
+            .into_inner();
+        c.rt.spawn(async move {
+            while let Ok(Some(ev)) = stream.message().await {
+                if ev_tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
     // Bad CreateContainer requests.
     let bad = |config: cri::ContainerConfig| {
         call!(
@@ -920,6 +938,30 @@ fn pod_lifecycle_through_cri() {
         .unwrap_or_else(|e| panic!("RemoveContainer: {e:?}\n{}", server.log()));
     }
     expect_code(cstatus(&c), Code::NotFound, "status of a removed container");
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kinds.last() != Some(&(cri::ContainerEventType::ContainerDeletedEvent as i32)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = ev_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("events so far for {cid}: {kinds:?}"));
+        if ev.container_id == cid {
+            assert_eq!(
+                ev.pod_sandbox_status.as_ref().map(|p| p.id.as_str()),
+                Some(pod_id.as_str())
+            );
+            kinds.push(ev.container_event_type);
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            cri::ContainerEventType::ContainerCreatedEvent as i32,
+            cri::ContainerEventType::ContainerStartedEvent as i32,
+            cri::ContainerEventType::ContainerStoppedEvent as i32,
+            cri::ContainerEventType::ContainerDeletedEvent as i32,
+        ]
+    );
 
     // A second container (the tap is free again), logging requests; septem-cri restarts
     // while it runs: the guest keeps serving, its output reaches the log again, it
@@ -1307,8 +1349,21 @@ fn errors_and_unsupported_calls() {
         Some("10.244.0.0/24")
     );
 
-    drop(c);
+    // An open event stream does not hold up the shutdown: it ends.
+    let mut client = c.runtime.clone();
+    let mut stream =
+        c.rt.block_on(async move { client.get_container_events(cri::GetEventsRequest {}).await })
+            .expect("GetContainerEvents")
+            .into_inner();
     assert_eq!(server.stop(), Some(0), "exit status on SIGTERM");
+    let end = c
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), stream.message()).await });
+    assert!(
+        matches!(end, Ok(Ok(None) | Err(_))),
+        "the event stream did not end: {end:?}"
+    );
+    drop(c);
     assert!(!server.socket.exists(), "socket left after SIGTERM");
     // A stale socket file is replaced on start.
     std::fs::write(&server.socket, b"").expect("stale socket");
