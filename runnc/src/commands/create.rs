@@ -101,10 +101,10 @@ fn build(
     dir: &Dir,
     st: &mut State,
 ) -> Result<(), Error> {
-    dir.save(st)?;
+    dir.save_quick(st)?;
     if let Some(cg) = cgroup_for(ctx, &c.id, plan)? {
         st.cgroup = Some(cg.clone());
-        dir.save(st)?;
+        dir.save_quick(st)?;
         cg.create()?;
         cg.apply(&plan.resources)?;
     }
@@ -116,7 +116,7 @@ fn build(
         NetMode::Join(path) => {
             if !plan.net_devices.is_empty() {
                 st.wiring = Some(network::wire(path, &plan.net_devices)?);
-                dir.save(st)?;
+                dir.save_quick(st)?;
             }
             netns_fd = Some(open_ns(path)?);
         }
@@ -124,10 +124,10 @@ fn build(
         NetMode::New => {
             let path = dir.path.join(NETNS_FILE);
             st.own_netns = true;
-            dir.save(st)?;
+            dir.save_quick(st)?;
             crate::netns::create(&path)?;
             st.wiring = Some(network::wire(&path, &plan.net_devices)?);
-            dir.save(st)?;
+            dir.save_quick(st)?;
             netns_fd = Some(open_ns(&path)?);
         }
     }
@@ -173,7 +173,7 @@ fn build(
     }
     if let Some(pid_file) = &c.pid_file {
         let pid_file = bundle::absolute(pid_file);
-        state::write_atomic(&pid_file, pid.to_string().as_bytes())?;
+        state::write_atomic(&pid_file, pid.to_string().as_bytes(), false)?;
     }
     Ok(())
 }

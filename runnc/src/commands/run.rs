@@ -55,12 +55,14 @@ fn wait_forwarding(pid: i32) -> Result<i32, Error> {
         for s in FORWARDED {
             libc::sigaddset(&mut set, s);
         }
+        // SIGCHLD wakes the wait at once when the container exits (never forwarded).
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
     let timeout = libc::timespec {
         tv_sec: 0,
-        tv_nsec: Duration::from_millis(20).as_nanos() as i64,
+        tv_nsec: Duration::from_millis(200).as_nanos() as i64,
     };
     loop {
         let mut status = 0;
@@ -83,7 +85,7 @@ fn wait_forwarding(pid: i32) -> Result<i32, Error> {
         }
         // SAFETY: set and timeout are live locals; the siginfo pointer may be null.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-        if sig > 0 {
+        if sig > 0 && sig != libc::SIGCHLD {
             tracing::debug!("forwarding signal {sig} to {pid}");
             // SAFETY: kill has no memory preconditions; pid is our unreaped child.
             unsafe { libc::kill(pid, sig) };

@@ -5,6 +5,7 @@ use crate::hooks;
 use crate::state::{proc, Dir, State, Status, EXEC_FIFO};
 use oci_spec::runtime::Spec;
 use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,19 @@ pub fn start_locked(dir: &Dir, st: &mut State, spec: Option<&Spec>) -> Result<()
                 st.id
             )));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Sleeps until the byte arrives: a FIFO's reader sees POLLIN on data, and no
+        // POLLHUP before a writer has come and gone.
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is a live pollfd for our open descriptor.
+        let r = unsafe { libc::poll(&mut pfd, 1, 10) };
+        if r > 0 && pfd.revents & libc::POLLHUP != 0 && pfd.revents & libc::POLLIN == 0 {
+            // The writer opened and closed without writing: the process is exiting.
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     drop(f);
     let _ = std::fs::remove_file(&fifo);
