@@ -451,7 +451,7 @@ fn pod_lifecycle_through_cri() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptcri{}", std::process::id() % 10_000));
-    let conflist = serde_json::json!({
+    let mut conflist = serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "septem-cri-test",
         "plugins": [{
@@ -467,6 +467,21 @@ fn pod_lifecycle_through_cri() {
             },
         }],
     });
+    // hostPort through the portmap plugin, where iptables works.
+    let host_port = 20_000 + (std::process::id() % 10_000) as i32;
+    let portmap = Path::new(CNI_PATH).join("portmap").is_file()
+        && Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if portmap {
+        conflist["plugins"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+    } else {
+        eprintln!("SKIPPED (hostPort part): no portmap plugin or no working iptables");
+    }
     std::fs::write(
         server.cni_conf.join("10-septem.conflist"),
         conflist.to_string(),
@@ -571,7 +586,13 @@ fn pod_lifecycle_through_cri() {
 
     // The pod.
     let log_dir = tmp.path().join("logs/pod");
-    let sandbox = pod_config("web", &log_dir);
+    let mut sandbox = pod_config("web", &log_dir);
+    sandbox.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port,
+        host_ip: String::new(),
+    }];
     let pod_id = call!(
         c,
         runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -781,6 +802,11 @@ fn pod_lifecycle_through_cri() {
 
     let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
     eprintln!("septem-cri: curl http://{ip}/ → {} bytes, 200", page.len());
+    if portmap {
+        let url = format!("http://10.98.0.1:{host_port}/");
+        curl_until_200(&url, Duration::from_secs(10));
+        eprintln!("septem-cri: curl {url} (hostPort via portmap) → 200");
+    }
 
     // Stats move.
     let stats = |c: &Clients| {
@@ -1114,6 +1140,11 @@ fn pod_lifecycle_through_cri() {
         })
         .unwrap_or_default();
     assert!(leases.is_empty(), "IP lease left: {leases:?}");
+    let nat = run(&["iptables", "-t", "nat", "-S"]);
+    assert!(
+        !nat.contains(&format!("--dport {host_port}")),
+        "portmap rule left: {nat}"
+    );
 
     // The image goes, twice.
     for _ in 0..2 {
