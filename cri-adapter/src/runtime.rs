@@ -169,6 +169,56 @@ pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
     }
 }
 
+/// The request's mounts as OCI bind mounts (runnc attaches `/septem/block/NAME` ones as
+/// block devices and ignores the others), plus the pod's DNS config as
+/// `/etc/resolv.conf` (runnc hands its first nameserver to the guest).
+fn mounts(dir: &Path, pod: &Pod, config: &cri::ContainerConfig) -> std::io::Result<Vec<Value>> {
+    let mut out: Vec<Value> = config
+        .mounts
+        .iter()
+        .map(|m| {
+            json!({
+                "destination": m.container_path,
+                "source": m.host_path,
+                "type": "bind",
+                "options": ["rbind", if m.readonly { "ro" } else { "rw" }],
+            })
+        })
+        .collect();
+    let has_resolv = config
+        .mounts
+        .iter()
+        .any(|m| m.container_path == "/etc/resolv.conf");
+    if let Some(dns) = pod
+        .config
+        .dns_config
+        .as_ref()
+        .filter(|d| !d.servers.is_empty())
+    {
+        if !has_resolv {
+            let mut text = String::new();
+            for s in &dns.servers {
+                text += &format!("nameserver {s}\n");
+            }
+            if !dns.searches.is_empty() {
+                text += &format!("search {}\n", dns.searches.join(" "));
+            }
+            if !dns.options.is_empty() {
+                text += &format!("options {}\n", dns.options.join(" "));
+            }
+            let file = dir.join("resolv.conf");
+            std::fs::write(&file, text)?;
+            out.push(json!({
+                "destination": "/etc/resolv.conf",
+                "source": file,
+                "type": "bind",
+                "options": ["rbind", "ro"],
+            }));
+        }
+    }
+    Ok(out)
+}
+
 /// CRI resources as OCI `linux.resources` (memory limit, CPU shares/quota/period).
 fn oci_resources(r: &cri::LinuxContainerResources) -> Value {
     let mut res = json!({});
@@ -829,7 +879,9 @@ impl Runtime {
         let ic = self.images.config(&image.id)?;
         images::unpack(&ic.layers, &bundle.join("rootfs"))
             .map_err(internal("unpacking the image layer"))?;
-        let spec = self.spec(id, pod, config, &ic);
+        let mut spec = self.spec(id, pod, config, &ic);
+        spec["mounts"] =
+            Value::Array(mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?);
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap_or_default(),

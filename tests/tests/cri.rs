@@ -220,6 +220,32 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // After a failure: no guest, no namespace left behind.
+        let state = self.state();
+        if let Ok(entries) = std::fs::read_dir(state.join("containers")) {
+            for e in entries.flatten() {
+                let _ = Command::new(bin("runnc"))
+                    .arg("--root")
+                    .arg(state.join("runnc"))
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(state.join("pods")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json") {
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &format!("septem-{id}")])
+                        .stderr(Stdio::null())
+                        .status();
+                    remove_portmap_rules(id);
+                }
+            }
+        }
     }
 }
 
@@ -396,6 +422,30 @@ fn push_plain_image(reg: &Registry, tmp: &Path) -> Option<String> {
         );
     }
     Some(reference)
+}
+
+/// Removes the portmap plugin's rules for pod `id` (a failed test never ran CNI DEL).
+fn remove_portmap_rules(id: &str) {
+    let rules = run(&["iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"]);
+    for rule in rules.lines().filter(|l| l.contains(id)) {
+        let Some(chain) = rule.split(" -j ").nth(1).map(str::trim) else {
+            continue;
+        };
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        // The rule's comment holds quotes: let a shell split it as iptables -S printed it.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -t nat -D {spec}"))
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-F", chain])
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-X", chain])
+            .status();
+    }
 }
 
 /// Zombie children of `pid`.
@@ -755,6 +805,13 @@ fn pod_lifecycle_through_cri() {
                 }),
                 log_path: "httpd/0.log".into(),
                 labels: [("role".to_string(), "server".to_string())].into(),
+                // As the kubelet adds: ignored by runnc for a unikernel, but accepted.
+                mounts: vec![cri::Mount {
+                    container_path: "/etc/hosts".into(),
+                    host_path: "/etc/hosts".into(),
+                    readonly: true,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             sandbox_config: Some(sandbox.clone()),
@@ -774,6 +831,29 @@ fn pod_lifecycle_through_cri() {
     };
     let s = cstatus(&c).expect("ContainerStatus");
     assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    // The pod's DNS config reaches the bundle as /etc/resolv.conf (runnc → the guest).
+    let cdir = server.state().join("containers").join(&cid);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cdir.join("bundle/config.json")).expect("config"))
+            .expect("JSON");
+    let mounts = spec["mounts"].as_array().expect("mounts");
+    let resolv = mounts
+        .iter()
+        .find(|m| m["destination"] == "/etc/resolv.conf")
+        .unwrap_or_else(|| panic!("no resolv.conf mount: {mounts:?}"));
+    let text = std::fs::read_to_string(resolv["source"].as_str().unwrap()).expect("resolv.conf");
+    assert!(
+        text.contains("nameserver 10.98.0.1\n")
+            && text.contains("search default.svc.cluster.local"),
+        "{text}"
+    );
+    assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
+    assert_eq!(spec["annotations"]["org.septem.runnc.backend"], "seccomp");
+    let arg0 = spec["process"]["args"][0].as_str().unwrap_or_default();
+    assert!(
+        arg0.starts_with("/unikernel/") && arg0.ends_with(".septem"),
+        "{arg0}"
+    );
     assert_eq!(s.log_path, "httpd/0.log");
     call!(
         c,
