@@ -450,3 +450,64 @@ pub fn unpack(layers: &[PathBuf], rootfs: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalized() {
+        let n = Name::parse("httpd").unwrap();
+        assert_eq!(
+            n.repo_tag().as_deref(),
+            Some("docker.io/library/httpd:latest")
+        );
+        let n = Name::parse("127.0.0.1:5000/septem/httpd:1").unwrap();
+        assert_eq!(
+            n.repo_tag().as_deref(),
+            Some("127.0.0.1:5000/septem/httpd:1")
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let n = Name::parse(&format!("example.com/x@{d}")).unwrap();
+        assert_eq!(n.digest.as_deref(), Some(d.as_str()));
+        assert!(matches!(
+            Name::parse("Bad Name!"),
+            Err(Error::BadReference { .. })
+        ));
+    }
+
+    #[test]
+    fn index_lookup_by_id_tag_and_digest_and_idempotent_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = format!("sha256:{}", "b".repeat(64));
+        {
+            let mut index = store.lock();
+            index.images.insert(
+                id.clone(),
+                ImageRecord {
+                    id: id.clone(),
+                    repo_tags: vec!["example.com/septem/app:1".into()],
+                    repo_digests: vec![format!("example.com/septem/app@{id}")],
+                    size: 10,
+                },
+            );
+            store.save(&index).unwrap();
+        }
+        std::fs::create_dir_all(store.layout(&id)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for name in [
+            id.clone(),
+            "b".repeat(64),
+            "example.com/septem/app:1".into(),
+            format!("example.com/septem/app@{id}"),
+        ] {
+            assert_eq!(store.find(&name).map(|r| r.id), Some(id.clone()), "{name}");
+        }
+        assert!(store.find("example.com/septem/app:2").is_none());
+        assert!(store.remove("example.com/septem/app:1").unwrap());
+        assert!(!store.layout(&id).exists());
+        assert!(!store.remove("example.com/septem/app:1").unwrap());
+        assert!(store.list().is_empty());
+    }
+}
