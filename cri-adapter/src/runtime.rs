@@ -922,7 +922,7 @@ impl Runtime {
         drop(cmd); // our copies of the write ends: EOF when the container is gone
         logs::copy(out_r, "stdout", log.clone()).map_err(internal("log thread"))?;
         logs::copy(err_r, "stderr", log.clone()).map_err(internal("log thread"))?;
-        let status = child.wait();
+        let status = util::wait_timeout(&mut child, util::COMMAND_TIMEOUT);
         reaper::forget(i32::try_from(child.id()).unwrap_or(-1));
         let status = status.map_err(internal("waiting for runnc create"))?;
         if !status.success() {

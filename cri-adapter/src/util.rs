@@ -4,7 +4,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
@@ -88,8 +88,22 @@ impl Output {
     }
 }
 
-/// Runs `cmd` with `stdin` (if any), capturing its output.
+/// How long an external command (runnc, ip, a CNI plugin) may take before it is
+/// killed: a gRPC call must never hang.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` with `stdin` (if any), capturing its output; killed after
+/// [`COMMAND_TIMEOUT`] (an error of kind `TimedOut`).
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> std::io::Result<Output> {
+    run_with_timeout(cmd, stdin, COMMAND_TIMEOUT)
+}
+
+/// [`run`] with a timeout of its own.
+pub fn run_with_timeout(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Output> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -98,28 +112,89 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> std::io::Result<Output> {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let mut child = crate::reaper::spawn(cmd)?;
-    if let Some(input) = stdin {
-        let mut pipe = child
-            .stdin
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdin"))?;
+    let pid = i32::try_from(child.id()).unwrap_or(-1);
+    let result = wait_for(&mut child, stdin, timeout);
+    crate::reaper::forget(pid);
+    result
+}
+
+/// Waits for `child` at most `timeout`, then kills it (an error of kind `TimedOut`).
+pub fn wait_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_millis(1);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {timeout:?}; killed"),
+            ));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn wait_for(
+    child: &mut std::process::Child,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Output> {
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A plugin may exit without reading everything: not our error.
         let _ = pipe.write_all(input);
     }
-    let pid = i32::try_from(child.id()).unwrap_or(-1);
-    let out = child.wait_with_output();
-    crate::reaper::forget(pid);
-    let out = out?;
+    let status = wait_timeout(child, timeout)?;
     Ok(Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_captured_and_killed_after_their_timeout() {
+        let out = run(
+            Command::new("sh").args(["-c", "cat; echo err >&2; exit 3"]),
+            Some(b"in"),
+        )
+        .unwrap();
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (Some(3), "in", "err\n")
+        );
+        let t = Instant::now();
+        let e = run_with_timeout(
+            Command::new("sleep").arg("30"),
+            None,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn rfc3339() {

@@ -1548,6 +1548,7 @@ fn kvm_pod_serves_and_stops_gracefully() {
     )
     .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", server.log()));
     let sandbox = pod_config("kvm", &tmp.path().join("logs"));
+    let t0 = Instant::now();
     let pod_id = call!(
         c,
         runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -1612,8 +1613,10 @@ fn kvm_pod_serves_and_stops_gracefully() {
     .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
     let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
     eprintln!(
-        "septem-cri (kvm): curl http://{ip}/ → {} bytes, 200",
-        page.len()
+        "septem-cri (kvm): curl http://{ip}/ → {} bytes, 200; pod start latency \
+         (RunPodSandbox → CreateContainer → StartContainer → first 200): {:?}",
+        page.len(),
+        t0.elapsed()
     );
     call!(
         c,
