@@ -115,3 +115,63 @@ pub fn default_runnc() -> PathBuf {
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("runnc"))
 }
+
+/// `program` as a path (when it has a slash) or found on PATH, if it is an executable file.
+#[must_use]
+pub fn find_executable(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ok = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return ok(program).then(|| program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| ok(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_by_path_or_on_path() {
+        assert!(find_executable(Path::new("sh")).is_some());
+        assert!(find_executable(Path::new("/bin/sh")).is_some());
+        assert!(find_executable(Path::new("/nonexistent/runnc")).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        assert!(find_executable(&plain).is_none(), "not executable");
+        assert!(find_executable(Path::new("no-such-program-here")).is_none());
+    }
+
+    #[test]
+    fn file_config_keys_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cri.toml");
+        std::fs::write(
+            &f,
+            "listen = \"/x.sock\"\ndefault-backend = \"kvm\"\ncni-bin-dir = \"/a:/b\"\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(&f, false).unwrap();
+        assert_eq!(c.listen.as_deref(), Some(Path::new("/x.sock")));
+        assert_eq!(c.default_backend.as_deref(), Some("kvm"));
+        assert_eq!(c.cni_bin_dir.as_deref(), Some("/a:/b"));
+        std::fs::write(&f, "lisen = 1\n").unwrap();
+        assert!(matches!(
+            FileConfig::load(&f, false),
+            Err(Error::Parse { .. })
+        ));
+        let missing = dir.path().join("none.toml");
+        assert!(FileConfig::load(&missing, true).is_ok());
+        assert!(matches!(
+            FileConfig::load(&missing, false),
+            Err(Error::Read { .. })
+        ));
+        assert!(check_backend("kvm").is_ok());
+        assert!(matches!(check_backend("xen"), Err(Error::Backend(_))));
+    }
+}

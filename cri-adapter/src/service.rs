@@ -145,21 +145,30 @@ impl RuntimeService for Cri {
                 message: format!("Network plugin returns error: {e}"),
             },
         };
+        let runtime = match crate::config::find_executable(&self.rt.config.runnc) {
+            Some(_) => cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            None => cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: false,
+                reason: "RuntimeNotReady".into(),
+                message: format!(
+                    "runnc ({}) is not an executable file: give its path with --runnc",
+                    self.rt.config.runnc.display()
+                ),
+            },
+        };
         let handler = |name: &str| cri::RuntimeHandler {
             name: name.into(),
             features: Some(cri::RuntimeHandlerFeatures::default()),
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: vec![
-                    cri::RuntimeCondition {
-                        r#type: "RuntimeReady".into(),
-                        status: true,
-                        reason: String::new(),
-                        message: String::new(),
-                    },
-                    network,
-                ],
+                conditions: vec![runtime, network],
             }),
             info: [("podCIDR".to_string(), self.rt.pod_cidr())]
                 .into_iter()
