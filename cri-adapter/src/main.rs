@@ -88,6 +88,29 @@ fn settings(args: Args) -> anyhow::Result<Config> {
     })
 }
 
+/// One septem-cri per state directory: an exclusive `flock` on `<state>/lock`, held
+/// for the life of the process.
+fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no pointers.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "{} is in use by another septem-cri ({})",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(file)
+}
+
 async fn shutdown_signal(rt: Arc<runtime::Runtime>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -114,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = settings(Args::parse())?;
+    let _lock = lock_state_dir(&config.state_dir)?;
     reaper::init().context("becoming a child subreaper")?;
     let rt = runtime::Runtime::open(config.clone())?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +159,12 @@ async fn serve(config: Config, rt: Arc<runtime::Runtime>) -> anyhow::Result<()> 
     }
     let listener = tokio::net::UnixListener::bind(sock)
         .with_context(|| format!("listening on {}", sock.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Like containerd's socket: owner and group only.
+        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("chmod {}", sock.display()))?;
+    }
     tracing::info!(
         socket = %sock.display(),
         state = %config.state_dir.display(),

@@ -1250,6 +1250,27 @@ fn errors_and_unsupported_calls() {
     let mut server = Server::new(tmp.path());
     server.start();
     let c = Clients::new(&server.socket);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&server.socket)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
+    }
+    // A second septem-cri on the same state dir is refused.
+    let second = Command::new(bin("septem-cri"))
+        .arg("--listen")
+        .arg(tmp.path().join("second.sock"))
+        .arg("--state-dir")
+        .arg(server.state())
+        .arg("--config")
+        .arg(tmp.path().join("cri.toml"))
+        .output()
+        .expect("run a second septem-cri");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another septem-cri"), "{err}");
 
     // No CNI config: the network is not ready, and says why.
     let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
