@@ -529,6 +529,19 @@ impl Runtime {
             .clone()
             .ok_or_else(|| Error::InvalidArgument("pod config without metadata".into()))?;
         let backend = backend_of(&req.runtime_handler, &self.config.default_backend)?;
+        let host_network = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
+        if host_network {
+            return Err(Error::InvalidArgument(
+                "hostNetwork pods are not supported by septem-cri: a unikernel pod is a network \
+                 namespace of its own whose eth0 is handed to the guest"
+                    .into(),
+            ));
+        }
         let id = util::random_id().map_err(internal("random id"))?;
         let lock = self.lock_of(&id);
         let _guard = lock

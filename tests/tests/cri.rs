@@ -1419,6 +1419,29 @@ fn errors_and_unsupported_calls() {
         Code::InvalidArgument,
         "RunPodSandbox without a config",
     );
+    let mut host_net = pod_config("hostnet", tmp.path());
+    host_net.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let m = expect_code(
+        call!(
+            c,
+            runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(host_net),
+                runtime_handler: String::new(),
+            })
+        ),
+        Code::InvalidArgument,
+        "hostNetwork pod",
+    );
+    assert!(m.contains("hostNetwork"), "{m}");
     expect_code(
         call!(
             c,
