@@ -286,7 +286,18 @@ impl Runtime {
                 Ok(Some(c)) => {
                     containers.insert(c.id.clone(), c);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    // A create interrupted by a crash (no state recorded): undo it.
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    tracing::warn!(container = %id, "removing an unfinished create");
+                    let mut cmd = Command::new(&config.runnc);
+                    cmd.arg("--root").arg(s.join("runnc"));
+                    cmd.args(["delete", "--force", &id]);
+                    if let Err(err) = util::run(&mut cmd, None) {
+                        tracing::warn!(container = %id, "runnc delete: {err}");
+                    }
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
                 Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
             }
         }
@@ -1787,12 +1798,18 @@ mod tests {
         p.netns = dir.path().join("no-such-netns");
         rt.save_pod(p).unwrap();
         rt.set_pod_cidr("10.1.0.0/16").unwrap();
+        let unfinished = dir.path().join("state/containers/c9/bundle");
+        std::fs::create_dir_all(&unfinished).unwrap();
         drop(rt);
         let rt = runtime(dir.path());
         let pods = rt.list_pods(None);
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0].state, cri::PodSandboxState::SandboxNotready as i32);
         assert_eq!(rt.pod_cidr(), "10.1.0.0/16");
+        assert!(
+            !dir.path().join("state/containers/c9").exists(),
+            "unfinished create left"
+        );
         let ready = rt.list_pods(Some(cri::PodSandboxFilter {
             state: Some(cri::PodSandboxStateValue {
                 state: cri::PodSandboxState::SandboxReady as i32,
