@@ -793,6 +793,23 @@ impl Runtime {
         })
     }
 
+    /// The pod's record as JSON (verbose status: netns, CNI network and result, config).
+    #[must_use]
+    pub fn pod_info(&self, id: &str) -> Option<String> {
+        self.pod(id).and_then(|p| serde_json::to_string(&p).ok())
+    }
+
+    /// The container's record plus its bundle's config.json (verbose status).
+    #[must_use]
+    pub fn container_info(&self, id: &str) -> Option<String> {
+        let c = self.container(id)?;
+        let spec: Value = std::fs::read(self.container_dir(id).join("bundle/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        serde_json::to_string(&json!({ "container": c, "runtimeSpec": spec, "pid": c.pid })).ok()
+    }
+
     /// ListPodSandbox.
     #[must_use]
     pub fn list_pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
@@ -1604,11 +1621,40 @@ impl Runtime {
             linux: Some(cri::LinuxPodSandboxStats {
                 cpu: Some(cpu),
                 memory: Some(memory),
-                network: None,
+                network: self.network_usage(&pod, now),
                 process: None,
                 containers,
             }),
             windows: None,
+        })
+    }
+
+    /// The pod's eth0 counters (`ip -s -j link show eth0` in its namespace; with runnc's
+    /// tc redirect they count the guest's traffic).
+    fn network_usage(&self, pod: &Pod, now: i64) -> Option<cri::NetworkUsage> {
+        if pod.cni_result.is_none() || !pod.netns.exists() {
+            return None;
+        }
+        let out = util::run(
+            Command::new("ip").args(["-n", &pod.netns_name, "-s", "-j", "link", "show", "eth0"]),
+            None,
+        )
+        .ok()
+        .filter(util::Output::ok)?;
+        let v: Value = serde_json::from_str(&out.stdout).ok()?;
+        let st = &v[0]["stats64"];
+        let u = |x: &Value| x.as_u64().map(|value| cri::UInt64Value { value });
+        let eth0 = cri::NetworkInterfaceUsage {
+            name: "eth0".into(),
+            rx_bytes: u(&st["rx"]["bytes"]),
+            rx_errors: u(&st["rx"]["errors"]),
+            tx_bytes: u(&st["tx"]["bytes"]),
+            tx_errors: u(&st["tx"]["errors"]),
+        };
+        Some(cri::NetworkUsage {
+            timestamp: now,
+            default_interface: Some(eth0.clone()),
+            interfaces: vec![eth0],
         })
     }
 

@@ -216,9 +216,17 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> R<cri::PodSandboxStatusResponse> {
-        let id = req.into_inner().pod_sandbox_id;
+        let req = req.into_inner();
+        let id = req.pod_sandbox_id;
         let rt = Arc::clone(&self.rt);
         let status = rt.pod_status(&id).map_err(to_status)?;
+        let info = if req.verbose {
+            rt.pod_info(&id)
+                .map(|v| [("info".to_string(), v)].into())
+                .unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
         let containers_statuses = rt
             .list_containers(Some(cri::ContainerFilter {
                 pod_sandbox_id: id.clone(),
@@ -229,7 +237,7 @@ impl RuntimeService for Cri {
             .collect();
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(status),
-            info: HashMap::new(),
+            info,
             containers_statuses,
             timestamp: crate::util::now_ns(),
         }))
@@ -298,11 +306,24 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ContainerStatusRequest>,
     ) -> R<cri::ContainerStatusResponse> {
-        let id = req.into_inner().container_id;
-        let status = self.blocking(move |rt| rt.container_status(&id)).await?;
+        let req = req.into_inner();
+        let id = req.container_id;
+        let (status, info) = self
+            .blocking(move |rt| {
+                let status = rt.container_status(&id)?;
+                let info = if req.verbose {
+                    rt.container_info(&id)
+                } else {
+                    None
+                };
+                Ok((status, info))
+            })
+            .await?;
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(status),
-            info: HashMap::new(),
+            info: info
+                .map(|v| [("info".to_string(), v)].into())
+                .unwrap_or_default(),
         }))
     }
 

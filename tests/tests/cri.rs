@@ -946,6 +946,40 @@ fn pod_lifecycle_through_cri() {
     let linux = pod_stats.linux.expect("linux");
     assert_eq!(linux.containers.len(), 1);
     assert!(linux.cpu.unwrap().usage_core_nano_seconds.is_some());
+    let eth0 = linux
+        .network
+        .and_then(|n| n.default_interface)
+        .expect("pod network stats");
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0);
+    // Verbose statuses carry the records (crictl inspect / inspectp).
+    let info = call!(
+        c,
+        runtime.container_status(cri::ContainerStatusRequest {
+            container_id: cid.clone(),
+            verbose: true,
+        })
+    )
+    .expect("verbose ContainerStatus")
+    .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
+    assert_eq!(
+        v["runtimeSpec"]["annotations"]["org.septem.runnc.backend"],
+        "seccomp"
+    );
+    let info = call!(
+        c,
+        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+    )
+    .expect("verbose PodSandboxStatus")
+    .info;
+    assert!(
+        info["info"].contains(&format!("septem-{pod_id}")),
+        "{info:?}"
+    );
     // CPU limits change; memory cannot (fixed at boot).
     call!(
         c,
