@@ -537,6 +537,7 @@ fn main() -> ExitCode {
                 out: out.clone(),
                 archive: *archive,
                 extract: extract.clone(),
+                accept_ordinary: false,
             },
             registry,
             *json,

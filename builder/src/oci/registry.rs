@@ -69,7 +69,8 @@ pub struct Pulled {
     pub digest: String,
     /// The layout directory or archive written.
     pub output: PathBuf,
-    /// The unikernel's path in the image.
+    /// The unikernel's path in the image (empty for an ordinary image, see
+    /// [`PullOptions::accept_ordinary`]).
     pub binary: String,
     /// The extracted unikernel file, with `--extract`.
     pub extracted: Option<PathBuf>,
@@ -414,6 +415,11 @@ pub struct PullOptions {
     pub archive: bool,
     /// Also unpack the unikernel files here.
     pub extract: Option<PathBuf>,
+    /// Also accept an ordinary (non-Septem) image: one without the
+    /// `org.septem.unikernel=true` mark is then stored after the same digest, size and
+    /// diff_id checks, with an empty [`Pulled::binary`] (for septem-cri's sidecars). An
+    /// image that carries the mark is still checked as a Septem image.
+    pub accept_ordinary: bool,
 }
 
 /// Pulls `reference` into `pull.out` after verifying everything.
@@ -515,7 +521,11 @@ async fn pull_async(
     let config_bytes = std::fs::read(layout::blob_path(&root, config_desc.digest().as_ref())?)?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .with_context(|| format!("{reference}: the image config does not parse"))?;
-    let marks = septem_marks(&reference.whole(), &manifest, &config)?;
+    let marks = match septem_marks(&reference.whole(), &manifest, &config) {
+        Ok(marks) => Some(marks),
+        Err(_) if pull.accept_ordinary && !is_marked(&manifest, &config) => None,
+        Err(e) => return Err(e.into()),
+    };
 
     for layer in manifest.layers() {
         let mt = layer.media_type().to_string();
@@ -552,8 +562,11 @@ async fn pull_async(
         let check = layout::check_layer(
             &reference.whole(),
             &path,
-            &marks.binary,
-            pull.extract.as_ref().map(|_| extract_stage.as_path()),
+            marks.as_ref().map_or("", |m| m.binary.as_str()),
+            pull.extract
+                .as_ref()
+                .filter(|_| marks.is_some())
+                .map(|_| extract_stage.as_path()),
         )?;
         if &check.diff_id != want_diff {
             return Err(OciError::Integrity(format!(
@@ -566,7 +579,7 @@ async fn pull_async(
         found |= check.found;
         extracted.extend(check.extracted);
     }
-    if !found {
+    if let Some(marks) = marks.as_ref().filter(|_| !found) {
         return Err(OciError::NotSeptem {
             what: reference.whole(),
             reason: format!("no layer holds its unikernel {}", marks.binary),
@@ -592,7 +605,8 @@ async fn pull_async(
         .annotations(annotations)
         .build()?;
     layout::write_index(&root, &entry)?;
-    let unikernel = if let Some(dir) = &pull.extract {
+    let binary = marks.map(|m| m.binary).unwrap_or_default();
+    let unikernel = if let Some(dir) = pull.extract.as_ref().filter(|_| !binary.is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for rel in &extracted {
             let to = dir.join(rel);
@@ -602,9 +616,9 @@ async fn pull_async(
             std::fs::rename(extract_stage.join(rel), &to)
                 .with_context(|| format!("writing {}", to.display()))?;
         }
-        let name = Path::new(&marks.binary)
+        let name = Path::new(&binary)
             .strip_prefix(super::UNIKERNEL_DIR)
-            .unwrap_or(Path::new(&marks.binary))
+            .unwrap_or(Path::new(&binary))
             .to_path_buf();
         Some(dir.join(name))
     } else {
@@ -631,10 +645,28 @@ async fn pull_async(
         reference: reference.whole(),
         digest,
         output: pull.out.clone(),
-        binary: marks.binary,
+        binary,
         extracted: unikernel,
         bytes: total,
     })
+}
+
+/// Whether the manifest's annotations or the config's labels carry
+/// `org.septem.unikernel=true` (as [`septem_marks`] reads them).
+fn is_marked(manifest: &ImageManifest, config: &ImageConfiguration) -> bool {
+    let key = super::ANN_UNIKERNEL;
+    let annotated = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v == "true");
+    let labelled = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().as_ref())
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == "true");
+    annotated || labelled
 }
 
 /// A blob download failure: from the registry, or a verification failure of ours.
