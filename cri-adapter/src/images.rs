@@ -6,8 +6,10 @@
 //!   sha256/<hex>/               the OCI image layout written by septem-build's pull
 //! ```
 //!
-//! Pulls go through `septem_build::oci::registry::pull` (digests verified, non-Septem
-//! images refused) into a staging directory, then are renamed to their digest.
+//! Pulls go through `septem_build::oci::registry::pull` (manifest, blob and diff_id
+//! digests verified) into a staging directory, then are renamed to their digest. Septem
+//! unikernel images and ordinary ones (sidecars, run by runc) are both stored; each
+//! record says which.
 
 use crate::util;
 use septem_build::oci::registry::{self, PullOptions, RegistryOptions};
@@ -72,6 +74,14 @@ pub struct ImageRecord {
     pub repo_digests: Vec<String>,
     /// Bytes on disk (blobs).
     pub size: u64,
+    /// A Septem unikernel image (false: an ordinary image, run through runc).
+    #[serde(default = "yes")]
+    pub septem: bool,
+}
+
+/// Records written before ordinary images were stored are all Septem ones.
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -92,6 +102,10 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// The gzip layers, in order.
     pub layers: Vec<PathBuf>,
+    /// User (`uid[:gid]` or names; empty: root).
+    pub user: String,
+    /// WorkingDir (empty: `/`).
+    pub working_dir: String,
 }
 
 /// The store.
@@ -201,6 +215,7 @@ impl Store {
                 out: staging.clone(),
                 archive: false,
                 extract: None,
+                accept_ordinary: true,
             },
             &opts,
         );
@@ -215,6 +230,7 @@ impl Store {
             }
         };
         let id = pulled.digest.clone();
+        let septem = !pulled.binary.is_empty();
         let dest = self.layout(&id);
         if let Err(e) = std::fs::rename(&staging, &dest) {
             let _ = std::fs::remove_dir_all(&staging);
@@ -240,6 +256,7 @@ impl Store {
                 ..ImageRecord::default()
             });
         rec.size = size;
+        rec.septem = septem;
         if let Some(tag) = tag {
             rec.repo_tags.push(tag);
         }
@@ -361,6 +378,8 @@ impl Store {
             env: strings(&c["Env"]),
             labels,
             layers,
+            user: c["User"].as_str().unwrap_or_default().to_string(),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
         })
     }
 }
@@ -490,6 +509,7 @@ mod tests {
                     repo_tags: vec!["example.com/septem/app:1".into()],
                     repo_digests: vec![format!("example.com/septem/app@{id}")],
                     size: 10,
+                    septem: true,
                 },
             );
             store.save(&index).unwrap();

@@ -6,9 +6,11 @@ mod cni;
 mod config;
 mod images;
 mod logs;
+mod ordinary;
 mod reaper;
 mod runtime;
 mod service;
+mod unpack;
 mod util;
 
 use anyhow::Context as _;

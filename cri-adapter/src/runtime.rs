@@ -18,7 +18,7 @@
 use crate::config::Config;
 use crate::images::{self, Store};
 use crate::logs::{self, LogFile};
-use crate::{cni, reaper, util};
+use crate::{cni, reaper, unpack, util};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -43,6 +43,9 @@ pub enum Error {
     /// Something failed on the node.
     #[error("{0}")]
     Internal(String),
+    /// A deadline passed (ExecSync's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// CNI failed.
     #[error(transparent)]
     Cni(#[from] cni::Error),
@@ -105,6 +108,9 @@ pub struct Container {
     pub image_id: String,
     /// Image reference as asked.
     pub image: String,
+    /// A Septem unikernel (false: an ordinary container, run by runc through runnc).
+    #[serde(default = "yes")]
+    pub septem: bool,
     /// Creation time (ns).
     pub created_at: i64,
     /// Start time (ns, 0 until started).
@@ -156,6 +162,11 @@ pub struct Runtime {
     events: Mutex<Option<tokio::sync::broadcast::Sender<cri::ContainerEventResponse>>>,
 }
 
+/// Containers recorded before ordinary ones existed are all unikernels.
+fn yes() -> bool {
+    true
+}
+
 /// The runtime handler names and their backends.
 pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
     match handler {
@@ -172,7 +183,11 @@ pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
 /// The request's mounts as OCI bind mounts (runnc attaches `/septem/block/NAME` ones as
 /// block devices and ignores the others), plus the pod's DNS config as
 /// `/etc/resolv.conf` (runnc hands its first nameserver to the guest).
-fn mounts(dir: &Path, pod: &Pod, config: &cri::ContainerConfig) -> std::io::Result<Vec<Value>> {
+pub(crate) fn mounts(
+    dir: &Path,
+    pod: &Pod,
+    config: &cri::ContainerConfig,
+) -> std::io::Result<Vec<Value>> {
     let mut out: Vec<Value> = config
         .mounts
         .iter()
@@ -883,9 +898,13 @@ impl Runtime {
             ))
         })?;
         if config.tty || config.stdin {
-            return Err(Error::InvalidArgument(
-                "a unikernel container has no terminal and no standard input: tty and stdin must be false".into(),
-            ));
+            return Err(Error::InvalidArgument(if image.septem {
+                "a unikernel container has no terminal and no standard input: tty and stdin must be false".into()
+            } else {
+                "septem-cri does not attach to containers yet (Attach is not implemented for \
+                 ordinary containers): tty and stdin must be false"
+                    .into()
+            }));
         }
         let id = util::random_id().map_err(internal("random id"))?;
         let lock = self.lock_of(&id);
@@ -918,11 +937,22 @@ impl Runtime {
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(internal("creating the bundle"))?;
         let ic = self.images.config(&image.id)?;
-        images::unpack(&ic.layers, &bundle.join("rootfs"))
-            .map_err(internal("unpacking the image layer"))?;
-        let mut spec = self.spec(id, pod, config, &ic);
-        spec["mounts"] =
-            Value::Array(mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?);
+        let spec = if image.septem {
+            images::unpack(&ic.layers, &bundle.join("rootfs"))
+                .map_err(internal("unpacking the image layer"))?;
+            let mut spec = self.spec(id, pod, config, &ic);
+            spec["mounts"] =
+                Value::Array(mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?);
+            spec
+        } else {
+            let rootfs = bundle.join("rootfs");
+            unpack::unpack(&ic.layers, &rootfs).map_err(|e| {
+                Error::Internal(format!("unpacking the layers of {}: {e}", image.id))
+            })?;
+            let mut spec = self.spec(id, pod, config, &ic);
+            crate::ordinary::adapt(&mut spec, dir, &rootfs, pod, config, &ic)?;
+            spec
+        };
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap_or_default(),
@@ -989,6 +1019,7 @@ impl Runtime {
             config: config.clone(),
             image_id: image.id.clone(),
             image: image_ref.to_string(),
+            septem: image.septem,
             created_at: util::now_ns(),
             started_at: 0,
             finished_at: 0,
@@ -1438,10 +1469,47 @@ impl Runtime {
             .map_err(internal(format!("reopening {}", c.log_file.display())))
     }
 
-    /// The container's existence, for the methods a unikernel cannot serve.
-    pub fn require_container(&self, id: &str) -> Result<(), Error> {
+    /// ExecSync: `cmd` in ordinary container `id` through runc (None for a unikernel
+    /// container: the caller says why it cannot).
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<Option<crate::ordinary::Exec>, Error> {
+        let c = self
+            .container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.septem {
+            return Ok(None);
+        }
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("ExecSync without a command".into()));
+        }
+        if c.state() != cri::ContainerState::ContainerRunning {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let runc = self
+            .config
+            .runc
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runc"));
+        let root = self.config.state_dir.join("runnc").join(".runc");
+        match crate::ordinary::exec_sync(&runc, &root, id, &self.container_dir(id), cmd, timeout) {
+            Ok(out) => Ok(Some(out)),
+            Err(e @ crate::ordinary::ExecError::Timeout(_)) => {
+                Err(Error::DeadlineExceeded(format!("ExecSync in {id}: {e}")))
+            }
+            Err(e) => Err(Error::Internal(format!("ExecSync in {id}: {e}"))),
+        }
+    }
+
+    /// Whether container `id` is a Septem unikernel (NotFound when there is none).
+    pub fn is_septem(&self, id: &str) -> Result<bool, Error> {
         self.container(id)
-            .map(|_| ())
+            .map(|c| c.septem)
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
     }
 
@@ -1730,6 +1798,7 @@ mod tests {
             ]
             .into(),
             layers: vec![],
+            ..images::ImageConfig::default()
         }
     }
 

@@ -45,6 +45,7 @@ fn to_status(e: runtime::Error) -> Status {
         E::InvalidArgument(m) => Status::invalid_argument(m),
         E::FailedPrecondition(m) => Status::failed_precondition(m),
         E::Internal(m) => Status::internal(m),
+        E::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         E::Cni(e) => Status::internal(format!("CNI: {e}")),
         E::Image(e @ images::Error::BadReference { .. }) => Status::invalid_argument(e.to_string()),
         E::Image(images::Error::Pull { reference, source }) => {
@@ -52,8 +53,8 @@ fn to_status(e: runtime::Error) -> Status {
             match images::classify(&source) {
                 PullFailure::NotFound => Status::not_found(m),
                 PullFailure::NotSeptem => Status::failed_precondition(format!(
-                    "{m}; septem-cri runs Septem unikernel images only for now (running ordinary \
-                     OCI images through runc is a later step)"
+                    "{m}; septem-cri runs Septem unikernel images and ordinary linux/amd64 \
+                     images with gzip layers"
                 )),
                 PullFailure::BadReference => Status::invalid_argument(m),
                 PullFailure::Auth => Status::unauthenticated(m),
@@ -347,29 +348,52 @@ impl RuntimeService for Cri {
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
-        self.rt
-            .require_container(&req.into_inner().container_id)
-            .map_err(to_status)?;
-        Err(unikernel_cannot(
-            "ExecSync (running a command in the container)",
-        ))
+        let req = req.into_inner();
+        let timeout = std::time::Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        let out = self
+            .blocking(move |rt| rt.exec_sync(&req.container_id, &req.cmd, timeout))
+            .await?;
+        let Some(out) = out else {
+            return Err(unikernel_cannot(
+                "ExecSync (running a command in the container)",
+            ));
+        };
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
 
     async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        self.rt
-            .require_container(&req.into_inner().container_id)
-            .map_err(to_status)?;
-        Err(unikernel_cannot(
-            "Exec (running a command in the container)",
+        if self
+            .rt
+            .is_septem(&req.into_inner().container_id)
+            .map_err(to_status)?
+        {
+            return Err(unikernel_cannot(
+                "Exec (running a command in the container)",
+            ));
+        }
+        Err(Status::unimplemented(
+            "not implemented yet in septem-cri: Exec (streaming) into an ordinary container; \
+             ExecSync works",
         ))
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        self.rt
-            .require_container(&req.into_inner().container_id)
-            .map_err(to_status)?;
-        Err(unikernel_cannot(
-            "Attach (the container has no terminal or standard input; its output is in the log)",
+        if self
+            .rt
+            .is_septem(&req.into_inner().container_id)
+            .map_err(to_status)?
+        {
+            return Err(unikernel_cannot(
+                "Attach (the container has no terminal or standard input; its output is in the log)",
+            ));
+        }
+        Err(Status::unimplemented(
+            "not implemented yet in septem-cri: Attach to an ordinary container (its output is \
+             in the log)",
         ))
     }
 
