@@ -1,0 +1,499 @@
+//! The CRI client side of the tests, shared by `tests/tests/cri*.rs`: a tonic client
+//! (k8s-cri's runtime and image services) over a unix socket, a septem-cri started by
+//! the test, Debian's docker-registry on loopback, request builders and curl/netns
+//! helpers.
+//!
+//! `call!(c, runtime.version(req))` runs one call on a [`Clients`]' runtime.
+
+use crate::bin;
+use crate::net::skip_unless_net;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
+
+pub const CNI_PATH: &str = "/usr/lib/cni";
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn have_registry() -> bool {
+    Path::new(REGISTRY_BIN).is_file()
+}
+
+pub fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Debian's docker-registry on a free loopback port; killed on drop.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("storage").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config.yml");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            _dir: dir,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = TcpStream::connect(&reg.addr) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr);
+                let mut head = [0u8; 12];
+                if c.write_all(req.as_bytes()).is_ok() && c.read_exact(&mut head).is_ok() {
+                    return reg;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A septem-cri of the test's own (socket, state dir, CNI conf dir under `dir`).
+#[derive(Debug)]
+pub struct Server {
+    /// The running septem-cri, if any.
+    pub child: Option<Child>,
+    dir: PathBuf,
+    pub socket: PathBuf,
+    pub cni_conf: PathBuf,
+    starts: u32,
+}
+
+impl Server {
+    pub fn new(dir: &Path) -> Server {
+        let cni_conf = dir.join("net.d");
+        std::fs::create_dir_all(&cni_conf).expect("mkdir net.d");
+        // The config file; flags override it.
+        std::fs::write(
+            dir.join("cri.toml"),
+            "default-backend = \"seccomp\"\nlisten = \"/nonexistent/overridden.sock\"\n",
+        )
+        .expect("write cri.toml");
+        Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            socket: dir.join("run/cri.sock"),
+            cni_conf,
+            starts: 0,
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn log(&self) -> String {
+        let mut all = String::new();
+        for n in 0..self.starts {
+            all +=
+                &std::fs::read_to_string(self.dir.join(format!("cri-{n}.log"))).unwrap_or_default();
+        }
+        all
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join(format!("cri-{}.log", self.starts)))
+            .expect("log file");
+        self.starts += 1;
+        let child = Command::new(bin("septem-cri"))
+            .arg("--config")
+            .arg(self.dir.join("cri.toml"))
+            .arg("--listen")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--cni-conf-dir")
+            .arg(&self.cni_conf)
+            .arg("--cni-bin-dir")
+            .arg(CNI_PATH)
+            .arg("--runnc")
+            .arg(bin("runnc"))
+            .env("SEPTEM_CRI_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn septem-cri");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("septem-cri exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("septem-cri did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // After a failure: no guest, no namespace left behind.
+        let state = self.state();
+        if let Ok(entries) = std::fs::read_dir(state.join("containers")) {
+            for e in entries.flatten() {
+                let _ = Command::new(bin("runnc"))
+                    .arg("--root")
+                    .arg(state.join("runnc"))
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(state.join("pods")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json") {
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &format!("septem-{id}")])
+                        .stderr(Stdio::null())
+                        .status();
+                    remove_portmap_rules(id);
+                }
+            }
+        }
+    }
+}
+
+pub fn channel(rt: &tokio::runtime::Runtime, socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    rt.block_on(async move {
+        Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to septem-cri")
+    })
+}
+
+#[derive(Debug)]
+pub struct Clients {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub images: ImageServiceClient<Channel>,
+    // Last: dropped after the clients.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Clients {
+    pub fn new(socket: &Path) -> Clients {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio");
+        let ch = channel(&rt, socket);
+        Clients {
+            runtime: RuntimeServiceClient::new(ch.clone()),
+            images: ImageServiceClient::new(ch),
+            rt,
+        }
+    }
+}
+
+/// Runs one call on the client's runtime: `call!(c, runtime.version(req))`.
+#[macro_export]
+macro_rules! call {
+    ($c:expr, $svc:ident . $method:ident ( $req:expr )) => {{
+        let mut client = $c.$svc.clone();
+        let req = $req;
+        $c.rt
+            .block_on(async move { client.$method(req).await })
+            .map(tonic::Response::into_inner)
+    }};
+}
+
+pub fn expect_code<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    code: Code,
+    what: &str,
+) -> String {
+    match r {
+        Ok(v) => panic!("{what}: expected {code:?}, got {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {}", s.message());
+            s.message().to_string()
+        }
+    }
+}
+
+pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.98.0.1".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec![],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub fn curl_until_200(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "2", "-w", "\n%{http_code}", url])
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.ends_with("\n200") {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 from {url} within {timeout:?} (last: {text:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn skip_lifecycle() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: septem-cri's pod lifecycle needs root (netns, CNI, cgroups)");
+        return true;
+    }
+    if skip_unless_net() {
+        return true;
+    }
+    for plugin in ["bridge", "host-local"] {
+        if !Path::new(CNI_PATH).join(plugin).is_file() {
+            eprintln!(
+                "SKIPPED: {CNI_PATH}/{plugin} is missing (apt-get install containernetworking-plugins)"
+            );
+            return true;
+        }
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: curl is missing (apt-get install curl)");
+        return true;
+    }
+    if !have_registry() {
+        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+        return true;
+    }
+    false
+}
+
+/// Pushes a plain image (one ordinary layer, made by umoci, copied by skopeo) to
+/// `reg`; None (with a printed reason) when the tools are missing.
+pub fn push_plain_image(reg: &Registry, tmp: &Path) -> Option<String> {
+    for tool in ["umoci", "skopeo"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIPPED (non-Septem image part): {tool} is missing");
+            return None;
+        }
+    }
+    let layout = tmp.join("plain");
+    let img = format!("{}:1", layout.display());
+    let file = tmp.join("hello.txt");
+    std::fs::write(&file, "not a unikernel\n").expect("write");
+    let reference = format!("{}/other/plain:1", reg.addr);
+    for argv in [
+        vec!["umoci", "init", "--layout", layout.to_str().unwrap()],
+        vec!["umoci", "new", "--image", &img],
+        vec![
+            "umoci",
+            "insert",
+            "--image",
+            &img,
+            file.to_str().unwrap(),
+            "/hello.txt",
+        ],
+        vec![
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{img}"),
+            &format!("docker://{reference}"),
+        ],
+    ] {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("run tool");
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(reference)
+}
+
+/// Pushes the example `name` (built once per test process) to `reg` with
+/// `septem-build push` as `<reg>/septem/<name>:1`; returns that reference.
+pub fn push_example(reg: &Registry, name: &str) -> String {
+    let reference = format!("{}/septem/{name}:1", reg.addr);
+    let push = Command::new(bin("septem-build"))
+        .arg("push")
+        .arg(crate::example(name))
+        .arg(&reference)
+        .arg("-q")
+        .output()
+        .expect("septem-build push");
+    assert!(
+        push.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    reference
+}
+
+/// Removes the portmap plugin's rules for pod `id` (a failed test never ran CNI DEL).
+pub fn remove_portmap_rules(id: &str) {
+    let rules = run(&["iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"]);
+    for rule in rules.lines().filter(|l| l.contains(id)) {
+        let Some(chain) = rule.split(" -j ").nth(1).map(str::trim) else {
+            continue;
+        };
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        // The rule's comment holds quotes: let a shell split it as iptables -S printed it.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -t nat -D {spec}"))
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-F", chain])
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-X", chain])
+            .status();
+    }
+}
+
+/// Zombie children of `pid`.
+pub fn zombies_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1) == Some(&pid.to_string().as_str()) {
+            out.push(stat.clone());
+        }
+    }
+    out
+}
+
+/// Removes the test's bridge on drop.
+#[derive(Debug)]
+pub struct Bridge(pub String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
