@@ -2,6 +2,7 @@
 //! library, runs them with the real `septem-run` binary, and tells whether KVM is
 //! usable here (tests that need it skip with a printed reason when it is not).
 
+pub mod containerd;
 pub mod cri;
 pub mod net;
 pub mod runnc;

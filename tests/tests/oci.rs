@@ -7,6 +7,7 @@
 //! `scripts/test.sh` installs them (skopeo, umoci, containerd, docker-registry).
 
 use base64::Engine as _;
+use septem_tests::containerd::{Containerd, NO_CRI};
 use septem_tests::{bin, example, guest, run_guest, septem_build, Backend, Outcome};
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -233,88 +234,6 @@ impl Drop for Registry {
     }
 }
 
-/// A containerd of the test's own (root, state and socket under a temporary directory,
-/// CRI plugin off); killed on drop.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("c.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{}\"\n",
-                socket.display()
-            ),
-        )
-        .expect("write config.toml");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let mut c = Containerd { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = c.child.try_wait().expect("try_wait") {
-                panic!(
-                    "containerd exited ({status}):\n{}",
-                    std::fs::read_to_string(c.dir.path().join("containerd.log"))
-                        .unwrap_or_default()
-                );
-            }
-            if c.socket.exists() && c.ctr(&["version"]).status == Some(0) {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn ctr(&self, args: &[&str]) -> Outcome {
-        let mut all = vec!["--address", s(&self.socket), "--namespace", "septem-test"];
-        all.extend_from_slice(args);
-        run("ctr", &all)
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // SIGTERM first so it unmounts its snapshots, then make sure.
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `septem-build package IMAGE --tag TAG --out|--archive OUT`, which must succeed.
 fn package(image: &Path, tag: &str, out_flag: &str, out: &Path) {
     sb(&["package", s(image), "--tag", tag, out_flag, s(out)]).expect_status(0);
@@ -529,7 +448,7 @@ fn ctr_imports_the_archive() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let archive = tmp.path().join("hello.tar");
     package(&image, "septem/hello:1.0", "--archive", &archive);
-    let ctd = Containerd::start();
+    let ctd = Containerd::start(NO_CRI);
     ctd.ctr(&["images", "import", s(&archive)]).expect_status(0);
     let ls = ctd.ctr(&["images", "ls"]);
     ls.expect_status(0)

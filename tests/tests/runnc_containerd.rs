@@ -15,14 +15,13 @@
 //! `--root <Root option, default /run/containerd/runc>/<namespace>`, whatever
 //! containerd's own `--state` is; ctr's default cgroup is `/<namespace>/<id>`.
 
+use septem_tests::containerd::{Containerd as Daemon, CTR_TIMEOUT, NO_CRI};
 use septem_tests::{bin, example, kvm_usable, run_with_timeout, septem_build, Outcome};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long one `ctr` call may take.
-const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 /// The runc v2 shim's default runtime root.
 const SHIM_RUNC_ROOT: &str = "/run/containerd/runc";
 /// The static busybox of Debian's busybox-static.
@@ -73,101 +72,27 @@ fn unique() -> String {
     )
 }
 
-/// A containerd of the test's own (root, state and socket under a temporary
-/// directory, CRI plugin off) and the namespace the test uses in it. On drop: every
-/// task killed and deleted, every container deleted, containerd stopped, the shim's
-/// runtime root and cgroup parents for the namespace removed.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    ns: String,
+/// The test's containerd (CRI plugin off, see [`septem_tests::containerd`]) with what
+/// this file needs on top: the shim's runtime root for its namespace, task states, and
+/// on drop, after containerd has stopped, anything a failed test left to runnc (`runnc
+/// delete --force`) and the namespace's cgroup parents removed.
+struct Containerd(Daemon);
+
+impl std::ops::Deref for Containerd {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
 }
 
 impl Containerd {
     fn start() -> Containerd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("c.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{}\"\n",
-                socket.display()
-            ),
-        )
-        .expect("write config.toml");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let mut c = Containerd {
-            child,
-            dir,
-            socket,
-            ns: format!("septem-ctr-{}", unique()),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = c.child.try_wait().expect("try_wait") {
-                panic!("containerd exited ({status}):\n{}", c.log());
-            }
-            if c.socket.exists() && c.ctr(&["version"]).status == Some(0) {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up within 30 s:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    /// `ctr --address SOCK --namespace NS ARGS…`, killed after [`CTR_TIMEOUT`].
-    fn ctr(&self, args: &[&str]) -> Outcome {
-        let mut all = vec!["--address", s(&self.socket), "--namespace", &self.ns];
-        all.extend_from_slice(args);
-        run_with_timeout(Path::new("ctr"), &all, CTR_TIMEOUT)
-    }
-
-    /// Like [`Containerd::ctr`], panicking unless it exits 0.
-    fn ctr_ok(&self, args: &[&str]) -> Outcome {
-        let o = self.ctr(args);
-        o.expect_status(0);
-        o
-    }
-
-    /// `ctr images import ARCHIVE` (with `--base-name` when the archive's index does
-    /// not name the image).
-    fn import(&self, archive: &Path, base_name: Option<&str>) {
-        let mut args = vec!["images", "import"];
-        if let Some(name) = base_name {
-            args.extend(["--base-name", name]);
-        }
-        args.push(s(archive));
-        self.ctr_ok(&args);
+        Containerd(Daemon::start(NO_CRI))
     }
 
     /// The runtime root the shim passes to runnc (`--root`) for this namespace.
     fn runtime_root(&self) -> PathBuf {
-        Path::new(SHIM_RUNC_ROOT).join(&self.ns)
+        Path::new(SHIM_RUNC_ROOT).join(self.namespace())
     }
 
     /// `(pid, status)` of task `id` in `ctr task ls`, None when it has no task.
@@ -207,37 +132,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Tasks and containers first, so no shim or guest outlives the test.
-        let quiet = |args: &[&str]| {
-            let mut all = vec!["--address", s(&self.socket), "--namespace", &self.ns];
-            all.extend_from_slice(args);
-            Command::new("ctr")
-                .args(&all)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        };
-        for id in quiet(&["task", "ls", "-q"]).lines() {
-            quiet(&["task", "kill", "-s", "SIGKILL", id]);
-        }
-        for id in quiet(&["task", "ls", "-q"]).lines() {
-            quiet(&["task", "delete", "-f", id]);
-        }
-        for id in quiet(&["container", "ls", "-q"]).lines() {
-            quiet(&["container", "delete", id]);
-        }
-        // SIGTERM so containerd unmounts its snapshots, then make sure.
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.stop();
         // What runnc and runc keep per namespace (empty after a clean test): anything a
         // failed test left there goes through `runnc delete --force`.
         let root = self.runtime_root();
@@ -258,7 +153,7 @@ impl Drop for Containerd {
         let _ = std::fs::remove_dir(root.join(".runc"));
         let _ = std::fs::remove_dir(&root);
         // The cgroup parents `/<namespace>` (runc leaves them too).
-        for dir in cgroup_dirs(&self.ns) {
+        for dir in cgroup_dirs(self.namespace()) {
             let _ = std::fs::remove_dir(dir);
         }
     }
@@ -656,7 +551,7 @@ fn ctr_run_hello_output_and_exit_status() {
     ])
     .expect_status(0)
     .stdout_has("Hello, unikernel!");
-    let ns_root = own_root.join(&c.ns);
+    let ns_root = own_root.join(c.namespace());
     assert!(ns_root.is_dir(), "no {} made by runnc", ns_root.display());
     let left: Vec<_> = std::fs::read_dir(&ns_root)
         .expect("read runtime root")
@@ -765,6 +660,13 @@ fn ctr_httpd_task_lifecycle_graceful_stop() {
             .lines()
             .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
         "task ps lacks {pid}: {ps:?}"
+    );
+    // Nothing runs inside a unikernel: exec is refused with the reason.
+    let exec = c.ctr(&["task", "exec", "--exec-id", "x", &id, "/bin/sh"]);
+    assert_ne!(exec.status, Some(0));
+    assert!(
+        exec.stderr.contains("not supported by unikernels"),
+        "{exec:?}"
     );
     let held = Held::of(&c, &id);
     assert_eq!(held.netns.as_deref(), Some(pod.path().as_str()));
