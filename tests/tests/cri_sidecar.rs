@@ -1,0 +1,919 @@
+//! septem-cri with an ordinary (non-Septem) image: a busybox sidecar run by runc through
+//! runnc, next to (and then together with) the httpd unikernel in one pod.
+//!
+//! `busybox_sidecar_through_cri`: a two-layer busybox image made here (Debian's
+//! busybox-static, umoci, skopeo; layer 2 whites out a file of layer 1) is pushed to a loopback `docker-registry` and pulled through
+//! septem-cri (listed as an ordinary image); RunPodSandbox; CreateContainer of
+//! `sh -c 'echo hello; sleep 1000'` + StartContainer → `hello` in the CRI log;
+//! ExecSync `cat /etc/hostname` → the pod hostname, exit 0; `sh -c 'exit 3'` → 3; a
+//! 1 s timeout on `sleep 10` → DeadlineExceeded within a few seconds; then the httpd
+//! unikernel in the same pod (what the sidecar can and cannot reach is checked, see
+//! docs/cri.md); StopContainer → 143 or 137; Remove/StopPodSandbox/RemovePodSandbox
+//! leave no runc state, no rootfs, no cgroup.
+//!
+//! Needs root, network namespaces, `/usr/lib/cni`, curl, docker-registry, umoci,
+//! skopeo and `/bin/busybox` (busybox-static); prints `SKIPPED: <reason>` otherwise.
+//! The helpers are copied from tests/tests/cri.rs (to move to tests/src/cri.rs).
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use septem_tests::net::skip_unless_net;
+use septem_tests::{bin, example};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
+
+const CNI_PATH: &str = "/usr/lib/cni";
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+const BUSYBOX: &str = "/bin/busybox";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have_registry() -> bool {
+    Path::new(REGISTRY_BIN).is_file()
+}
+
+fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Debian's docker-registry on a free loopback port; killed on drop.
+struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("storage").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config.yml");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            _dir: dir,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = TcpStream::connect(&reg.addr) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr);
+                let mut head = [0u8; 12];
+                if c.write_all(req.as_bytes()).is_ok() && c.read_exact(&mut head).is_ok() {
+                    return reg;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A septem-cri of the test's own (socket, state dir, CNI conf dir under `dir`).
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    cni_conf: PathBuf,
+    starts: u32,
+}
+
+impl Server {
+    fn new(dir: &Path) -> Server {
+        let cni_conf = dir.join("net.d");
+        std::fs::create_dir_all(&cni_conf).expect("mkdir net.d");
+        // The config file; flags override it.
+        std::fs::write(
+            dir.join("cri.toml"),
+            "default-backend = \"seccomp\"\nlisten = \"/nonexistent/overridden.sock\"\n",
+        )
+        .expect("write cri.toml");
+        Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            socket: dir.join("run/cri.sock"),
+            cni_conf,
+            starts: 0,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn log(&self) -> String {
+        let mut all = String::new();
+        for n in 0..self.starts {
+            all +=
+                &std::fs::read_to_string(self.dir.join(format!("cri-{n}.log"))).unwrap_or_default();
+        }
+        all
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join(format!("cri-{}.log", self.starts)))
+            .expect("log file");
+        self.starts += 1;
+        let child = Command::new(bin("septem-cri"))
+            .arg("--config")
+            .arg(self.dir.join("cri.toml"))
+            .arg("--listen")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--cni-conf-dir")
+            .arg(&self.cni_conf)
+            .arg("--cni-bin-dir")
+            .arg(CNI_PATH)
+            .arg("--runnc")
+            .arg(bin("runnc"))
+            .env("SEPTEM_CRI_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn septem-cri");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("septem-cri exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("septem-cri did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // After a failure: no guest, no namespace left behind.
+        let state = self.state();
+        if let Ok(entries) = std::fs::read_dir(state.join("containers")) {
+            for e in entries.flatten() {
+                let _ = Command::new(bin("runnc"))
+                    .arg("--root")
+                    .arg(state.join("runnc"))
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(state.join("pods")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json") {
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &format!("septem-{id}")])
+                        .stderr(Stdio::null())
+                        .status();
+                    remove_portmap_rules(id);
+                }
+            }
+        }
+    }
+}
+
+fn channel(rt: &tokio::runtime::Runtime, socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    rt.block_on(async move {
+        Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to septem-cri")
+    })
+}
+
+struct Clients {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    // Last: dropped after the clients.
+    rt: tokio::runtime::Runtime,
+}
+
+impl Clients {
+    fn new(socket: &Path) -> Clients {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio");
+        let ch = channel(&rt, socket);
+        Clients {
+            runtime: RuntimeServiceClient::new(ch.clone()),
+            images: ImageServiceClient::new(ch),
+            rt,
+        }
+    }
+}
+
+/// Runs one call on the client's runtime: `call!(c, runtime.version(req))`.
+macro_rules! call {
+    ($c:expr, $svc:ident . $method:ident ( $req:expr )) => {{
+        let mut client = $c.$svc.clone();
+        let req = $req;
+        $c.rt
+            .block_on(async move { client.$method(req).await })
+            .map(tonic::Response::into_inner)
+    }};
+}
+
+fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, what: &str) -> String {
+    match r {
+        Ok(v) => panic!("{what}: expected {code:?}, got {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {}", s.message());
+            s.message().to_string()
+        }
+    }
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.98.0.1".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec![],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// Removes the portmap plugin's rules for pod `id` (a failed test never ran CNI DEL).
+fn remove_portmap_rules(id: &str) {
+    let rules = run(&["iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"]);
+    for rule in rules.lines().filter(|l| l.contains(id)) {
+        let Some(chain) = rule.split(" -j ").nth(1).map(str::trim) else {
+            continue;
+        };
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        // The rule's comment holds quotes: let a shell split it as iptables -S printed it.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -t nat -D {spec}"))
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-F", chain])
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-X", chain])
+            .status();
+    }
+}
+
+/// Removes the test's bridge on drop.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn skip_sidecar() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: septem-cri's pods need root (netns, CNI, cgroups)");
+        return true;
+    }
+    if skip_unless_net() {
+        return true;
+    }
+    for plugin in ["bridge", "host-local"] {
+        if !Path::new(CNI_PATH).join(plugin).is_file() {
+            eprintln!(
+                "SKIPPED: {CNI_PATH}/{plugin} is missing (apt-get install containernetworking-plugins)"
+            );
+            return true;
+        }
+    }
+    if !have_registry() {
+        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+        return true;
+    }
+    for tool in ["umoci", "skopeo", "curl"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIPPED: {tool} is missing");
+            return true;
+        }
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        eprintln!("SKIPPED: {BUSYBOX} is missing (apt-get install busybox-static)");
+        return true;
+    }
+    false
+}
+
+/// A two-layer busybox image pushed to `reg`: layer 1 has `/bin/busybox` (plus links),
+/// `/etc/passwd` and `/etc/old`, layer 2 deletes `/etc/old` (a `.wh.old` whiteout).
+/// Made with `umoci unpack`/`repack` (umoci 0.4.7's `insert` writes a tar without its
+/// end blocks and unpadded data, which a strict reader refuses), copied by skopeo.
+fn push_busybox(reg: &Registry, dir: &Path) -> String {
+    let layout = dir.join("busybox.oci");
+    let bundle = dir.join("busybox-bundle");
+    let image = format!("{}:1", layout.display());
+    let reference = format!("{}/other/busybox:1", reg.addr);
+    let l = layout.display().to_string();
+    let b = bundle.display().to_string();
+    let src = format!("oci:{image}");
+    let dst = format!("docker://{reference}");
+    let tool = |argv: &[&str]| {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tool(&["umoci", "init", "--layout", &l]);
+    tool(&["umoci", "new", "--image", &image]);
+    tool(&["umoci", "unpack", "--image", &image, &b]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir rootfs/bin");
+    std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir rootfs/etc");
+    std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
+    for link in ["sh", "cat", "sleep", "echo", "nc", "ls", "true", "printf"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(link)).expect("symlink");
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(rootfs.join("etc/old"), "deleted by layer 2\n").expect("old");
+    tool(&["umoci", "repack", "--image", &image, &b]);
+    std::fs::remove_file(rootfs.join("etc/old")).expect("rm old");
+    tool(&["umoci", "repack", "--image", &image, &b]);
+    tool(&[
+        "umoci",
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.env",
+        "PATH=/bin",
+        "--config.cmd",
+        "/bin/sh",
+    ]);
+    tool(&["skopeo", "copy", "--dest-tls-verify=false", &src, &dst]);
+    reference
+}
+
+fn pull(c: &Clients, image: &str) -> String {
+    call!(
+        c,
+        images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    )
+    .unwrap_or_else(|e| panic!("pull {image}: {e:?}"))
+    .image_ref
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| (*s).to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn exec(
+    c: &Clients,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    call!(
+        c,
+        runtime.exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| (*s).to_string()).collect(),
+            timeout,
+        })
+    )
+}
+
+fn wait_for_log(path: &Path, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has no {want:?} after 20 s: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn curl_code(url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Host pids whose command line is exactly `cmdline` (NUL-separated).
+fn sleepers(cmdline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn busybox_sidecar_through_cri() {
+    if skip_sidecar() {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let busybox = push_busybox(&reg, tmp.path());
+    let httpd = format!("{}/septem/httpd:1", reg.addr);
+    let push = Command::new(bin("septem-build"))
+        .arg("push")
+        .arg(example("httpd"))
+        .arg(&httpd)
+        .arg("-q")
+        .output()
+        .expect("septem-build push");
+    assert!(
+        push.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    let mut server = Server::new(tmp.path());
+    let bridge = Bridge(format!("sptsc{}", std::process::id() % 10_000));
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "septem-cri-sidecar-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge.0,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "subnet": "10.96.0.0/24",
+                "dataDir": tmp.path().join("ipam"),
+                "routes": [{ "dst": "0.0.0.0/0" }],
+            },
+        }],
+    });
+    std::fs::write(
+        server.cni_conf.join("10-septem.conflist"),
+        conflist.to_string(),
+    )
+    .expect("write conflist");
+    server.start();
+    let c = Clients::new(&server.socket);
+
+    // Pull: the ordinary image is stored and listed next to the unikernel.
+    let bb_id = pull(&c, &busybox);
+    let httpd_id = pull(&c, &httpd);
+    assert_ne!(bb_id, httpd_id);
+    let status = call!(
+        c,
+        images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+    )
+    .expect("ImageStatus");
+    let img = status.image.expect("busybox is stored");
+    assert_eq!(img.id, bb_id);
+    assert!(img.repo_tags.contains(&busybox), "{img:?}");
+    assert!(img.size > 1_000_000, "{img:?}");
+    let listed = call!(c, images.list_images(cri::ListImagesRequest::default()))
+        .expect("ListImages")
+        .images;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+
+    // The pod, with a cgroup parent of its own.
+    let log_dir = tmp.path().join("logs/pod");
+    let mut sandbox = pod_config("side", &log_dir);
+    let parent = format!("/septem-sidecar-{}", std::process::id());
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: parent.clone(),
+        ..Default::default()
+    });
+    let pod_id = call!(
+        c,
+        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: "septem-seccomp".into(),
+        })
+    )
+    .expect("RunPodSandbox")
+    .pod_sandbox_id;
+    let pod_ip = call!(
+        c,
+        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+    )
+    .expect("PodSandboxStatus")
+    .status
+    .and_then(|s| s.network)
+    .map(|n| n.ip)
+    .unwrap_or_default();
+    assert!(pod_ip.starts_with("10.96.0."), "pod IP {pod_ip:?}");
+
+    // The sidecar.
+    let side = call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config(
+                "sidecar",
+                &busybox,
+                &["sh", "-c", "echo hello; sleep 1000"],
+            )),
+            sandbox_config: Some(sandbox.clone()),
+        })
+    )
+    .expect("CreateContainer (busybox)")
+    .container_id;
+    let rootfs = server
+        .state()
+        .join("containers")
+        .join(&side)
+        .join("bundle/rootfs");
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert!(rootfs.join("etc/passwd").is_file());
+    assert!(
+        !rootfs.join("etc/old").exists(),
+        "layer 2's whiteout did not delete /etc/old"
+    );
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: side.clone(),
+        })
+    )
+    .expect("StartContainer (busybox)");
+    let log = wait_for_log(&log_dir.join("sidecar.log"), " stdout F hello\n");
+    eprintln!("sidecar log: {log:?}");
+    let st = call!(
+        c,
+        runtime.container_status(cri::ContainerStatusRequest {
+            container_id: side.clone(),
+            verbose: false,
+        })
+    )
+    .expect("ContainerStatus")
+    .status
+    .expect("status");
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    let runc_state = server.state().join("runnc/.runc").join(&side);
+    assert!(
+        runc_state.exists(),
+        "runc state at {}",
+        runc_state.display()
+    );
+    let cgroup = Path::new("/sys/fs/cgroup")
+        .join(parent.trim_start_matches('/'))
+        .join(&side);
+    let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if cgroup_v2 {
+        assert!(cgroup.is_dir(), "{}", cgroup.display());
+    }
+
+    // ExecSync.
+    let r = exec(&c, &side, &["cat", "/etc/hostname"], 10).expect("ExecSync cat");
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+        ("side\n", 0),
+        "stderr {:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = exec(&c, &side, &["sh", "-c", "echo oops >&2; exit 3"], 10).expect("ExecSync exit 3");
+    assert_eq!(r.exit_code, 3);
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "oops\n");
+    let t = Instant::now();
+    let m = expect_code(
+        exec(&c, &side, &["sleep", "10"], 1),
+        Code::DeadlineExceeded,
+        "ExecSync past its timeout",
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    eprintln!("timeout: {m}");
+    // The timed-out command was killed, not left running in the container.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sleepers("sleep\x0010\x00").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out `sleep 10` still runs: {:?}",
+            sleepers("sleep\x0010\x00")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Loopback inside the pod's namespace works for the sidecar's own use.
+    let r = exec(
+        &c,
+        &side,
+        &[
+            "sh",
+            "-c",
+            "(echo hi | nc -l -p 9123 &); sleep 0.5; nc -w 2 127.0.0.1 9123 </dev/null",
+        ],
+        10,
+    )
+    .expect("ExecSync loopback");
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+        ("hi\n", 0),
+        "loopback in the sidecar: {:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // The unikernel in the same pod.
+    let uk = call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config("httpd", &httpd, &[])),
+            sandbox_config: Some(sandbox.clone()),
+        })
+    )
+    .expect("CreateContainer (httpd)")
+    .container_id;
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: uk.clone(),
+        })
+    )
+    .expect("StartContainer (httpd)");
+    let url = format!("http://{pod_ip}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl_code(&url) != "200" {
+        assert!(Instant::now() < deadline, "httpd does not answer at {url}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect_code(
+        exec(&c, &uk, &["ls"], 10),
+        Code::FailedPrecondition,
+        "ExecSync in the unikernel",
+    );
+    // From the sidecar to the unikernel: the pod IP is a local address of the
+    // namespace, so the connection stays in the namespace's own stack (nothing listens
+    // there), never reaching the tap: refused.
+    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {pod_ip} 80");
+    let r = exec(&c, &side, &["sh", "-c", &get], 20).expect("ExecSync nc pod IP");
+    eprintln!(
+        "sidecar → unikernel at {pod_ip}:80: exit {} stdout {:?} stderr {:?}",
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_ne!(
+        r.exit_code, 0,
+        "the sidecar reached the unikernel through the pod IP"
+    );
+    // From the sidecar out through eth0: the SYN leaves, but the answer arrives on eth0,
+    // whose ingress runnc redirects to the unikernel's tap: no connection.
+    let outside = TcpListener::bind("10.96.0.1:0").expect("listen on the bridge");
+    outside.set_nonblocking(true).expect("nonblocking");
+    let port = outside.local_addr().expect("addr").port();
+    let r = exec(
+        &c,
+        &side,
+        &["sh", "-c", &format!("echo hi | nc -w 3 10.96.0.1 {port}")],
+        20,
+    )
+    .expect("ExecSync nc gateway");
+    let accepted = outside.accept().is_ok();
+    eprintln!(
+        "sidecar → host 10.96.0.1:{port}: exit {} stderr {:?}, host accepted: {accepted}",
+        r.exit_code,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        r.exit_code != 0 && !accepted,
+        "the sidecar reached the host through eth0 while a unikernel owns its ingress"
+    );
+    // The host still reaches the unikernel.
+    assert_eq!(curl_code(&url), "200");
+
+    // Stop: TERM, then KILL after the timeout.
+    call!(
+        c,
+        runtime.stop_container(cri::StopContainerRequest {
+            container_id: side.clone(),
+            timeout: 2,
+        })
+    )
+    .expect("StopContainer (busybox)");
+    let st = call!(
+        c,
+        runtime.container_status(cri::ContainerStatusRequest {
+            container_id: side.clone(),
+            verbose: false,
+        })
+    )
+    .expect("ContainerStatus")
+    .status
+    .expect("status");
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert!(
+        st.exit_code == 143 || st.exit_code == 137,
+        "exit code {}",
+        st.exit_code
+    );
+    expect_code(
+        exec(&c, &side, &["true"], 10),
+        Code::FailedPrecondition,
+        "ExecSync in a stopped container",
+    );
+    for id in [&side, &uk] {
+        for _ in 0..2 {
+            call!(
+                c,
+                runtime.remove_container(cri::RemoveContainerRequest {
+                    container_id: id.to_string(),
+                })
+            )
+            .expect("RemoveContainer");
+        }
+    }
+    for _ in 0..2 {
+        call!(
+            c,
+            runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+        )
+        .expect("StopPodSandbox");
+    }
+    call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+    )
+    .expect("RemovePodSandbox");
+    assert!(
+        !runc_state.exists(),
+        "runc state left at {}",
+        runc_state.display()
+    );
+    assert!(!rootfs.exists(), "rootfs left at {}", rootfs.display());
+    assert!(!cgroup.exists(), "cgroup left at {}", cgroup.display());
+    let runc_list = run(&[
+        "runc",
+        "--root",
+        server.state().join("runnc/.runc").to_str().unwrap(),
+        "list",
+        "-q",
+    ]);
+    assert_eq!(runc_list.trim(), "", "runc still lists {runc_list:?}");
+    assert!(!Path::new(&format!("/var/run/netns/septem-{pod_id}")).exists());
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')));
+    assert_eq!(server.stop(), Some(0), "{}", server.log());
+}
