@@ -497,3 +497,338 @@ impl Drop for Bridge {
             .status();
     }
 }
+
+/// True when `tool` is an executable file in a `PATH` directory.
+#[must_use]
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Debian's static busybox (busybox-static), the base of the plain images below.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Pushes a one-layer image with the static busybox as `/bin/busybox` (links `sh`,
+/// `sleep`, `httpd`, `true` next to it; `PATH=/bin`), a page at `/www/index.html`, and
+/// `cmd` as its command, to `<reg>/septem/<name>:1` (umoci, then skopeo); returns that
+/// reference.
+pub fn push_busybox_image(reg: &Registry, dir: &Path, name: &str, cmd: &[&str]) -> String {
+    let rootfs = dir.join(format!("{name}-rootfs"));
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir rootfs/bin");
+    std::fs::create_dir_all(rootfs.join("www")).expect("mkdir rootfs/www");
+    std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
+    for link in ["sh", "sleep", "httpd", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(link)).expect("symlink");
+    }
+    std::fs::write(rootfs.join("www/index.html"), "hello from busybox httpd\n").expect("page");
+    let layout = dir.join(format!("{name}.oci"));
+    let image = format!("{}:1", layout.display());
+    let reference = format!("{}/septem/{name}:1", reg.addr);
+    let mut config = vec![
+        "umoci".to_string(),
+        "config".into(),
+        "--image".into(),
+        image.clone(),
+        "--os".into(),
+        "linux".into(),
+        "--architecture".into(),
+        "amd64".into(),
+        "--config.env".into(),
+        "PATH=/bin".into(),
+    ];
+    for arg in cmd {
+        config.push("--config.cmd".into());
+        config.push((*arg).to_string());
+    }
+    let argvs: Vec<Vec<String>> = vec![
+        vec![
+            "umoci".into(),
+            "init".into(),
+            "--layout".into(),
+            layout.display().to_string(),
+        ],
+        vec![
+            "umoci".into(),
+            "new".into(),
+            "--image".into(),
+            image.clone(),
+        ],
+        vec![
+            "umoci".into(),
+            "insert".into(),
+            "--image".into(),
+            image.clone(),
+            rootfs.display().to_string(),
+            "/".into(),
+        ],
+        config,
+        vec![
+            "skopeo".into(),
+            "copy".into(),
+            "--dest-tls-verify=false".into(),
+            format!("oci:{image}"),
+            format!("docker://{reference}"),
+        ],
+    ];
+    for argv in argvs {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    reference
+}
+
+/// The pause image for containerd's `sandbox_image`: busybox sleeping until SIGTERM
+/// (exit 0) or SIGKILL.
+pub fn push_pause_image(reg: &Registry, dir: &Path) -> String {
+    push_busybox_image(
+        reg,
+        dir,
+        "pause",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    )
+}
+
+/// Writes `<conf_dir>/10-<name>.conflist`: a `bridge` (gateway, no masquerade) +
+/// `host-local` network on `subnet` with a default route, leases under `ipam_dir`.
+pub fn write_bridge_conflist(
+    conf_dir: &Path,
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    ipam_dir: &Path,
+) {
+    std::fs::create_dir_all(conf_dir).expect("mkdir conf dir");
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": name,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "subnet": subnet,
+                "dataDir": ipam_dir,
+                "routes": [{ "dst": "0.0.0.0/0" }],
+            },
+        }],
+    });
+    std::fs::write(
+        conf_dir.join(format!("10-{name}.conflist")),
+        conflist.to_string(),
+    )
+    .expect("write conflist");
+}
+
+/// The namespace containerd's CRI plugin keeps Kubernetes' containers in.
+pub const K8S_NS: &str = "k8s.io";
+
+/// A containerd of the test's own WITH its CRI plugin: root, state, socket, CNI conf
+/// dir and runnc's runtime root under `dir`; `runc` is the default runtime handler and
+/// `septem` the runc v2 shim with `BinaryName` = runnc (`Root` = `<dir>/runnc-root`,
+/// `org.septem.*` pod and container annotations passed through); images from the
+/// loopback registry over plain HTTP (a mirror entry). On drop: every task and
+/// container of `k8s.io` killed and deleted (ctr), containerd stopped, whatever runnc
+/// still has under its root force-deleted.
+#[derive(Debug)]
+pub struct ContainerdCri {
+    child: Option<Child>,
+    /// The scratch directory (config, root, state, logs).
+    pub dir: PathBuf,
+    /// containerd's gRPC socket (CRI and ctr).
+    pub socket: PathBuf,
+    /// The CNI conf dir the CRI plugin reads.
+    pub cni_conf: PathBuf,
+    /// The runc v2 shim's `Root` for the `septem` handler; runnc's `--root` is
+    /// `<runnc_root>/k8s.io`.
+    pub runnc_root: PathBuf,
+}
+
+impl ContainerdCri {
+    /// Writes the config (the CNI conflist must be in [`ContainerdCri::cni_conf`]
+    /// before [`ContainerdCri::start`]).
+    #[must_use]
+    pub fn new(dir: &Path) -> ContainerdCri {
+        let cni_conf = dir.join("net.d");
+        std::fs::create_dir_all(&cni_conf).expect("mkdir net.d");
+        ContainerdCri {
+            child: None,
+            dir: dir.to_path_buf(),
+            socket: dir.join("containerd.sock"),
+            cni_conf,
+            runnc_root: dir.join("runnc-root"),
+        }
+    }
+
+    /// containerd's log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Starts containerd with `registry` (`127.0.0.1:PORT`) as a plain-HTTP mirror,
+    /// `sandbox_image` as the pause image and `runnc` as the `septem` handler's
+    /// binary; returns once the CRI answers `Version`.
+    pub fn start(&mut self, registry: &str, sandbox_image: &str, runnc: &Path) {
+        let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+        let config = format!(
+            "version = 2\n\
+             [grpc]\n  address = \"{sock}\"\n\
+             [{cri}]\n  sandbox_image = \"{sandbox_image}\"\n  restrict_oom_score_adj = true\n  \
+             stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+             [{cri}.containerd]\n  default_runtime_name = \"runc\"\n\
+             [{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+             [{cri}.containerd.runtimes.septem]\n  runtime_type = \"io.containerd.runc.v2\"\n  \
+             pod_annotations = [\"org.septem.*\"]\n  container_annotations = [\"org.septem.*\"]\n\
+             [{cri}.containerd.runtimes.septem.options]\n  BinaryName = \"{runnc}\"\n  \
+             Root = \"{root}\"\n\
+             [{cri}.cni]\n  bin_dir = \"{CNI_PATH}\"\n  conf_dir = \"{conf}\"\n\
+             [{cri}.registry.mirrors.\"{registry}\"]\n  endpoint = [\"http://{registry}\"]\n",
+            sock = self.socket.display(),
+            runnc = runnc.display(),
+            root = self.runnc_root.display(),
+            conf = self.cni_conf.display(),
+        );
+        let config_path = self.dir.join("containerd.toml");
+        std::fs::write(&config_path, config).expect("write containerd.toml");
+        let log = std::fs::File::create(self.dir.join("containerd.log")).expect("log file");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--state")
+            .arg(self.dir.join("state"))
+            .arg("--address")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("containerd exited ({status}):\n{}", self.log());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                let c = Clients::new(&self.socket);
+                if call!(c, runtime.version(cri::VersionRequest::default())).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd's CRI did not answer within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `ctr --address SOCK --namespace k8s.io ARGS…`: its stdout (errors ignored).
+    #[must_use]
+    pub fn ctr_quiet(&self, args: &[&str]) -> String {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", K8S_NS])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What runnc keeps under its root for `k8s.io`, runc's `.runc` excepted.
+    #[must_use]
+    pub fn runnc_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.runnc_root.join(K8S_NS))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".runc")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ContainerdCri {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Pods through the CRI first (CNI DEL, netns removed), then whatever is left
+        // through ctr.
+        if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            let c = Clients::new(&self.socket);
+            let pods = call!(
+                c,
+                runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            )
+            .map(|r| r.items)
+            .unwrap_or_default();
+            for pod in pods {
+                let _ = call!(
+                    c,
+                    runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    })
+                );
+                let _ = call!(
+                    c,
+                    runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    })
+                );
+            }
+        }
+        for id in self.ctr_quiet(&["task", "ls", "-q"]).lines() {
+            let _ = self.ctr_quiet(&["task", "kill", "-s", "SIGKILL", id]);
+        }
+        for id in self.ctr_quiet(&["task", "ls", "-q"]).lines() {
+            let _ = self.ctr_quiet(&["task", "delete", "-f", id]);
+        }
+        for id in self.ctr_quiet(&["container", "ls", "-q"]).lines() {
+            let _ = self.ctr_quiet(&["container", "delete", id]);
+        }
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let root = self.runnc_root.join(K8S_NS);
+        for name in self.runnc_left() {
+            let _ = Command::new(bin("runnc"))
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
