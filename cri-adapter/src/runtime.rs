@@ -1420,15 +1420,17 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.resources.as_ref())
             .map_or(0, |r| r.memory_limit_in_bytes);
-        if r.memory_limit_in_bytes > 0 && r.memory_limit_in_bytes != current {
+        if c.septem && r.memory_limit_in_bytes > 0 && r.memory_limit_in_bytes != current {
             return Err(Error::FailedPrecondition(format!(
                 "container {id}: a unikernel's memory is fixed when it boots; \
                  recreate the container to change its memory limit"
             )));
         }
         let mut res = oci_resources(&r);
-        if let Some(o) = res.as_object_mut() {
-            o.remove("memory");
+        if c.septem {
+            if let Some(o) = res.as_object_mut() {
+                o.remove("memory");
+            }
         }
         let file = self.container_dir(id).join("resources.json");
         std::fs::write(&file, res.to_string()).map_err(internal("writing resources.json"))?;
@@ -1810,6 +1812,87 @@ mod tests {
         assert_eq!(backend_of("septem-seccomp", "auto").unwrap(), "seccomp");
         assert!(matches!(
             backend_of("runc", "auto"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn ordinary_spec_is_a_plain_runc_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(rootfs.join("etc/passwd"), "app:x:10:20::/:/bin/sh\n").unwrap();
+        let ic = images::ImageConfig {
+            entrypoint: vec!["/bin/sh".into()],
+            cmd: vec!["-c".into(), "sleep 1".into()],
+            env: vec!["A=1".into()],
+            user: "app".into(),
+            working_dir: "/work".into(),
+            ..images::ImageConfig::default()
+        };
+        let mut p = pod("seccomp", "/kubepods");
+        p.ip = "10.0.0.5".into();
+        p.config.dns_config = Some(cri::DnsConfig {
+            servers: vec!["10.0.0.1".into()],
+            ..Default::default()
+        });
+        let config = cri::ContainerConfig::default();
+        let mut s = rt.spec("c1", &p, &config, &ic);
+        crate::ordinary::adapt(&mut s, dir.path(), &rootfs, &p, &config, &ic).unwrap();
+        assert_eq!(
+            s["annotations"],
+            json!({"io.kubernetes.cri.sandbox-id": "p1"})
+        );
+        assert_eq!(s["root"]["readonly"], false);
+        assert_eq!(s["process"]["user"], json!({"uid": 10, "gid": 20}));
+        assert_eq!(s["process"]["cwd"], "/work");
+        assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "sleep 1"]));
+        assert!(s["process"]["env"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PATH="));
+        assert_eq!(s["linux"]["cgroupsPath"], "/kubepods/c1");
+        assert_eq!(
+            s["linux"]["namespaces"][0]["path"],
+            "/var/run/netns/septem-p1"
+        );
+        assert_eq!(s["hostname"], "h");
+        let dests: Vec<&str> = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+        ] {
+            assert!(dests.contains(&d), "{d} in {dests:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("hosts"))
+                .unwrap()
+                .lines()
+                .last(),
+            Some("10.0.0.5\th")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("hostname")).unwrap(),
+            "h\n"
+        );
+        // Nothing to run.
+        let empty = images::ImageConfig::default();
+        let mut s = rt.spec("c2", &p, &config, &empty);
+        assert!(matches!(
+            crate::ordinary::adapt(&mut s, dir.path(), &rootfs, &p, &config, &empty),
             Err(Error::InvalidArgument(_))
         ));
     }
