@@ -399,6 +399,8 @@ pub enum PullFailure {
     Unreachable,
     /// Digest mismatch.
     Integrity,
+    /// A layer (digests right) that is not a readable gzip tar.
+    BadLayer,
     /// Anything else.
     Other,
 }
@@ -415,7 +417,19 @@ pub fn classify(e: &anyhow::Error) -> PullFailure {
         Some(OciError::Auth { .. }) => PullFailure::Auth,
         Some(OciError::Unreachable { .. }) => PullFailure::Unreachable,
         Some(OciError::Integrity(_)) => PullFailure::Integrity,
-        None => PullFailure::Other,
+        None => {
+            // The layers are read (for their diff_ids) only after their digests were
+            // verified: a truncated or corrupt stream there is the image's own.
+            // (tar and flate2 report those as io::Errors of various kinds.)
+            let bad_stream = e
+                .chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some());
+            if bad_stream && format!("{e:#}").contains("reading the layer") {
+                PullFailure::BadLayer
+            } else {
+                PullFailure::Other
+            }
+        }
     }
 }
 
@@ -473,6 +487,16 @@ pub fn unpack(layers: &[PathBuf], rootfs: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_layer_is_classified_as_such() {
+        let e = anyhow::Error::new(std::io::Error::other("unexpected EOF during skip"))
+            .context("reading the layer");
+        assert_eq!(classify(&e), PullFailure::BadLayer);
+        let e = anyhow::Error::new(std::io::Error::other("connection reset"))
+            .context("downloading sha256:00");
+        assert_eq!(classify(&e), PullFailure::Other);
+    }
 
     #[test]
     fn names_are_normalized() {

@@ -60,6 +60,10 @@ fn to_status(e: runtime::Error) -> Status {
                 PullFailure::Auth => Status::unauthenticated(m),
                 PullFailure::Unreachable => Status::unavailable(m),
                 PullFailure::Integrity => Status::data_loss(m),
+                PullFailure::BadLayer => Status::failed_precondition(format!(
+                    "{m}; the image's layer is not a complete gzip tar (its digests match what \
+                     the registry has, so the image itself is damaged)"
+                )),
                 PullFailure::Other => Status::internal(m),
             }
         }
@@ -553,10 +557,20 @@ impl ImageService for Cri {
         &self,
         req: Request<cri::ImageStatusRequest>,
     ) -> R<cri::ImageStatusResponse> {
-        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        let req = req.into_inner();
+        let image = req.image.map(|i| i.image).unwrap_or_default();
+        let found = self.rt.images.find(&image);
+        // Verbose: the stored record (with `septem`: a unikernel image or an ordinary one).
+        let info = match &found {
+            Some(rec) if req.verbose => HashMap::from([(
+                "info".to_string(),
+                serde_json::to_string(rec).unwrap_or_default(),
+            )]),
+            _ => HashMap::new(),
+        };
         Ok(Response::new(cri::ImageStatusResponse {
-            image: self.rt.images.find(&image).as_ref().map(to_image),
-            info: HashMap::new(),
+            image: found.as_ref().map(to_image),
+            info,
         }))
     }
 

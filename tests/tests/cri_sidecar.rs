@@ -616,10 +616,15 @@ fn busybox_sidecar_through_cri() {
                 image: busybox.clone(),
                 ..Default::default()
             }),
-            verbose: false,
+            verbose: true,
         })
     )
     .expect("ImageStatus");
+    assert!(
+        status.info["info"].contains("\"septem\":false"),
+        "{:?}",
+        status.info
+    );
     let img = status.image.expect("busybox is stored");
     assert_eq!(img.id, bb_id);
     assert!(img.repo_tags.contains(&busybox), "{img:?}");
@@ -770,6 +775,29 @@ fn busybox_sidecar_through_cri() {
         ("hi\n", 0),
         "loopback in the sidecar: {:?}",
         String::from_utf8_lossy(&r.stderr)
+    );
+
+    // Stats come from runc (through runnc) like a unikernel's.
+    let stats = call!(
+        c,
+        runtime.container_stats(cri::ContainerStatsRequest {
+            container_id: side.clone(),
+        })
+    )
+    .expect("ContainerStats")
+    .stats
+    .expect("stats");
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value);
+    let mem = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    assert!(
+        cpu.unwrap_or(0) > 0 && mem.unwrap_or(0) > 0,
+        "cpu {cpu:?} memory {mem:?}"
     );
 
     // The unikernel in the same pod.
