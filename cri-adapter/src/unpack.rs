@@ -199,7 +199,14 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), Error> {
                 dirs.push((dest.clone(), entry.header().clone()));
             }
         }
-        written.insert(dest);
+        // The entry and the directories leading to it are this layer's.
+        let mut p = dest.as_path();
+        while p != root && written.insert(p.to_path_buf()) {
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
+            }
+        }
     }
     for dir in opaque {
         let Ok(children) = std::fs::read_dir(&dir) else {
@@ -310,6 +317,8 @@ mod tests {
             ("data/", 'd', ""),
             ("data/new", 'f', "new"),
             ("data/.wh..wh..opq", 'f', ""),
+            // No entry for data/deep/ itself: kept because something below it is new.
+            ("data/deep/x", 'f', "x"),
             ("etc/keep", 'f', "replaced"),
         ]);
         unpack_bytes(&root, &[lower, upper]);
@@ -317,6 +326,7 @@ mod tests {
         assert_eq!(read("etc/keep"), "replaced");
         assert!(!root.join("etc/gone").exists());
         assert_eq!(read("data/new"), "new");
+        assert_eq!(read("data/deep/x"), "x");
         assert!(!root.join("data/old1").exists());
         assert!(!root.join("data/sub").exists());
         assert!(!root.join("data/.wh..wh..opq").exists());
