@@ -6,7 +6,8 @@
 //! septem-cri (listed as an ordinary image); RunPodSandbox; CreateContainer of
 //! `sh -c 'echo hello; sleep 1000'` + StartContainer → `hello` in the CRI log;
 //! ExecSync `cat /etc/hostname` → the pod hostname, exit 0; `sh -c 'exit 3'` → 3; a
-//! 1 s timeout on `sleep 10` → DeadlineExceeded within a few seconds; then the httpd
+//! 1 s timeout on `sleep 10` → DeadlineExceeded within a few seconds; loopback in the
+//! sidecar, and a connection to the host through eth0 while it is alone; then the httpd
 //! unikernel in the same pod (what the sidecar can and cannot reach is checked, see
 //! docs/cri.md); StopContainer → 143 or 137; Remove/StopPodSandbox/RemovePodSandbox
 //! leave no runc state, no rootfs, no cgroup.
@@ -447,6 +448,34 @@ fn busybox_sidecar_through_cri() {
         "cpu {cpu:?} memory {mem:?}"
     );
 
+    // Before a unikernel joins the pod, eth0 is the sidecar's: it reaches the host.
+    let outside = TcpListener::bind("10.96.0.1:0").expect("listen on the bridge");
+    let port = outside.local_addr().expect("addr").port();
+    let listener = outside.try_clone().expect("clone listener");
+    let server_side = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("the sidecar's connection");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = [0u8; 3];
+        std::io::Read::read_exact(&mut conn, &mut got).expect("read");
+        got // dropping conn closes it: nc exits
+    });
+    let r = exec(
+        &c,
+        &side,
+        &["sh", "-c", &format!("echo hi | nc -w 3 10.96.0.1 {port}")],
+        20,
+    )
+    .expect("ExecSync nc host");
+    assert_eq!(
+        r.exit_code,
+        0,
+        "sidecar alone → host: {:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(&server_side.join().expect("accept thread"), b"hi\n");
+    outside.set_nonblocking(true).expect("nonblocking");
+
     // The unikernel in the same pod.
     let uk = call!(
         c,
@@ -493,9 +522,6 @@ fn busybox_sidecar_through_cri() {
     );
     // From the sidecar out through eth0: the SYN leaves, but the answer arrives on eth0,
     // whose ingress runnc redirects to the unikernel's tap: no connection.
-    let outside = TcpListener::bind("10.96.0.1:0").expect("listen on the bridge");
-    outside.set_nonblocking(true).expect("nonblocking");
-    let port = outside.local_addr().expect("addr").port();
     let r = exec(
         &c,
         &side,
