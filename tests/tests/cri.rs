@@ -18,8 +18,8 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    curl_until_200, expect_code, pod_config, push_plain_image, run, skip_lifecycle, zombies_of,
-    Bridge, Clients, Registry, Server, CNI_PATH,
+    curl_until_200, expect_code, pod_config, run, skip_lifecycle, zombies_of, Bridge, Clients,
+    Registry, Server, CNI_PATH,
 };
 use septem_tests::{bin, example, kvm_usable};
 use std::path::Path;
@@ -161,27 +161,7 @@ fn pod_lifecycle_through_cri() {
         "pull of a missing image",
     );
 
-    // An ordinary (non-Septem) image: FailedPrecondition, saying why.
-    if let Some(plain) = push_plain_image(&reg, tmp.path()) {
-        let m = expect_code(
-            call!(
-                c,
-                images.pull_image(cri::PullImageRequest {
-                    image: Some(cri::ImageSpec {
-                        image: plain,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-            ),
-            Code::FailedPrecondition,
-            "pull of a non-Septem image",
-        );
-        assert!(
-            m.contains("not a Septem unikernel image") && m.contains("later step"),
-            "{m}"
-        );
-    }
+    // Ordinary (non-Septem) images are pulled and run through runc: cri_sidecar.rs.
 
     // The pod.
     let log_dir = tmp.path().join("logs/pod");
