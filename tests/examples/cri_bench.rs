@@ -35,13 +35,16 @@ struct Config {
     phases: Vec<[Duration; 4]>,
 }
 
+/// How long one probe waits for the answer's first bytes .
+const READ_TIMEOUT_MS: u64 = 1000;
+
 /// True once `GET /` at `ip:80` answers 200.
 fn http_200(ip: &str) -> bool {
     let addr: SocketAddr = format!("{ip}:80").parse().expect("pod address");
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_read_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS)));
     if s.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").is_err() {
         return false;
     }
@@ -338,6 +341,19 @@ fn main() {
             phase(2),
             phase(3)
         );
+    }
+    println!("\nslowest pod per configuration (RunPod, Create, Start, to 200):");
+    for cfg in &configs {
+        if let Some(p) = cfg.phases.iter().max_by_key(|p| p.iter().sum::<Duration>()) {
+            println!(
+                "{:<50} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+                cfg.label,
+                ms(p[0]),
+                ms(p[1]),
+                ms(p[2]),
+                ms(p[3])
+            );
+        }
     }
     println!();
     for cfg in &configs[..configs.len() - 1] {
