@@ -11,9 +11,13 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
 };
+use smoltcp::phy::{Device as _, TxToken as _};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr,
+};
 
 /// Listening sockets a listener keeps ready beyond those with a connection. They are
 /// replaced after every received frame, so a burst of SYNs never finds none.
@@ -131,7 +135,7 @@ impl<I: FrameIo> Stack<I> {
             }
             Addressing::Dhcp => dhcp = Some(sockets.add(dhcpv4::Socket::new())),
         }
-        Stack {
+        let mut stack = Stack {
             iface,
             dev,
             sockets,
@@ -145,7 +149,44 @@ impl<I: FrameIo> Stack<I> {
             next_poller: 1,
             next_port: 49152 + (seed % 16384) as u16,
             last_now: now,
-        }
+        };
+        stack.announce(now);
+        stack
+    }
+
+    /// Sends a gratuitous ARP request for the interface's address (none without one).
+    ///
+    /// A peer may have tried to reach the address before the guest was up (a client
+    /// polling a just-started pod): its ARP request went unanswered and its neighbour
+    /// entry waits for the next retry, a second later on Linux. The announcement
+    /// resolves that entry at once (and refreshes stale ones after a restart with the
+    /// same address and another MAC).
+    fn announce(&mut self, now: Instant) {
+        let Some((address, _)) = self.ipv4() else {
+            return;
+        };
+        let mac = EthernetAddress(self.settings.mac);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: mac,
+            source_protocol_addr: address,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: address,
+        };
+        let eth = EthernetRepr {
+            src_addr: mac,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let Some(token) = self.dev.transmit(now) else {
+            return;
+        };
+        token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
+            let mut frame = EthernetFrame::new_unchecked(buf);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+        self.dev.flush();
     }
 
     // ---- configuration -------------------------------------------------------------
@@ -193,6 +234,7 @@ impl<I: FrameIo> Stack<I> {
                 }
                 self.gateway = router.or(self.settings.gateway);
                 self.dns = dns.or(self.settings.dns);
+                self.announce(self.last_now);
             }
             None => {
                 self.gateway = self.settings.gateway;

@@ -482,3 +482,63 @@ fn server_serves_pipelined_streamed_and_closing_clients() {
     let (rounds, commits) = guest.join().expect("guest thread").expect("server");
     assert_eq!(rounds, commits, "one before_send per round");
 }
+
+/// Frames a stack sent, for [`a_static_address_is_announced_with_a_gratuitous_arp`].
+static ANNOUNCED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+struct CaptureIo;
+
+impl FrameIo for CaptureIo {
+    unsafe fn read(&mut self, _frames: &mut [NetFrame]) -> core::result::Result<usize, HcError> {
+        Ok(0)
+    }
+
+    unsafe fn write(&mut self, frames: &[NetFrame]) -> core::result::Result<usize, HcError> {
+        let mut sent = ANNOUNCED.lock().unwrap();
+        for e in frames {
+            // SAFETY: the device hands frames readable for `len` bytes.
+            let src =
+                unsafe { std::slice::from_raw_parts(e.data.raw() as *const u8, e.len as usize) };
+            sent.push(src.to_vec());
+        }
+        Ok(frames.len())
+    }
+}
+
+#[test]
+fn a_static_address_is_announced_with_a_gratuitous_arp() {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    };
+    let mac = [0x02, 0, 0, 0, 0, 0x09];
+    let address = Ipv4Addr::new(10, 9, 9, 9);
+    let settings = NetSettings {
+        index: 0,
+        mac,
+        mtu: 1500,
+        addressing: Addressing::Static {
+            address,
+            prefix_len: 24,
+        },
+        gateway: None,
+        dns: None,
+    };
+    let _stack = Stack::new(CaptureIo, settings, now(), 3);
+    let sent = ANNOUNCED.lock().unwrap();
+    assert_eq!(sent.len(), 1, "one frame at start: {sent:?}");
+    let frame = EthernetFrame::new_checked(&sent[0][..]).unwrap();
+    assert_eq!(frame.dst_addr(), EthernetAddress::BROADCAST);
+    assert_eq!(frame.src_addr(), EthernetAddress(mac));
+    assert_eq!(frame.ethertype(), EthernetProtocol::Arp);
+    let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+    assert_eq!(
+        arp,
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(mac),
+            source_protocol_addr: address,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: address,
+        }
+    );
+}
