@@ -234,3 +234,17 @@ impl Drop for Rt {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Every existing cgroup directory named `rel` (relative to a hierarchy's root): the v2
+/// one and one per v1 controller hierarchy.
+#[must_use]
+pub fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let mut out = vec![Path::new("/sys/fs/cgroup").join(rel)];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            out.push(e.path().join(rel));
+        }
+    }
+    out.into_iter().filter(|p| p.is_dir()).collect()
+}

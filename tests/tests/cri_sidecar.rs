@@ -23,8 +23,9 @@ use septem_tests::cri::{
     Server, BUSYBOX, CNI_PATH, REGISTRY_BIN,
 };
 use septem_tests::net::skip_unless_net;
+use septem_tests::runnc::cgroup_dirs;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -365,13 +366,9 @@ fn busybox_sidecar_through_cri() {
         "runc state at {}",
         runc_state.display()
     );
-    let cgroup = Path::new("/sys/fs/cgroup")
-        .join(parent.trim_start_matches('/'))
-        .join(&side);
-    let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if cgroup_v2 {
-        assert!(cgroup.is_dir(), "{}", cgroup.display());
-    }
+    // The container's cgroup under the pod's parent, in every hierarchy (v1 or v2).
+    let cgroup = format!("{parent}/{side}");
+    assert!(!cgroup_dirs(&cgroup).is_empty(), "no cgroup {cgroup}");
 
     // ExecSync.
     let r = exec(&c, &side, &["cat", "/etc/hostname"], 10).expect("ExecSync cat");
@@ -605,7 +602,7 @@ fn busybox_sidecar_through_cri() {
         runc_state.display()
     );
     assert!(!rootfs.exists(), "rootfs left at {}", rootfs.display());
-    assert!(!cgroup.exists(), "cgroup left at {}", cgroup.display());
+    assert_eq!(cgroup_dirs(&cgroup), Vec::<PathBuf>::new(), "cgroup left");
     let runc_list = run(&[
         "runc",
         "--root",
@@ -615,6 +612,9 @@ fn busybox_sidecar_through_cri() {
     ]);
     assert_eq!(runc_list.trim(), "", "runc still lists {runc_list:?}");
     assert!(!Path::new(&format!("/var/run/netns/septem-{pod_id}")).exists());
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')));
+    // The pod's parent is the test's (the kubelet's, in a cluster): remove it.
+    for dir in cgroup_dirs(&parent) {
+        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+    }
     assert_eq!(server.stop(), Some(0), "{}", server.log());
 }

@@ -16,6 +16,7 @@
 //! containerd's own `--state` is; ctr's default cgroup is `/<namespace>/<id>`.
 
 use septem_tests::containerd::{Containerd as Daemon, CTR_TIMEOUT, NO_CRI};
+use septem_tests::runnc::cgroup_dirs;
 use septem_tests::{bin, example, kvm_usable, run_with_timeout, septem_build, Outcome};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -157,17 +158,6 @@ impl Drop for Containerd {
             let _ = std::fs::remove_dir(dir);
         }
     }
-}
-
-/// Every cgroup directory named `rel` (relative to a hierarchy's root), v1 and v2.
-fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
-    let mut out = vec![Path::new("/sys/fs/cgroup").join(rel)];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            out.push(e.path().join(rel));
-        }
-    }
-    out.into_iter().filter(|p| p.is_dir()).collect()
 }
 
 /// A packaged Septem image in an OCI archive: `septem-build package IMAGE --tag …`.
