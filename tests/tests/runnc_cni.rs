@@ -10,6 +10,7 @@
 //! `start`, curl, `kill KILL`, `delete` (which unwires and removes the cgroup). Needs root, taps, `/usr/lib/cni` (containernetworking-plugins)
 //! and curl; skips with a printed reason otherwise.
 
+use septem_tests::cri::curl_until_200;
 use septem_tests::net::{skip_unless_net, Running};
 use septem_tests::{backend_tests, bin, example, Backend};
 use std::io::Write;
@@ -173,26 +174,6 @@ impl Drop for Pod {
         if let Err(e) = self.teardown() {
             eprintln!("pod teardown: {e}");
         }
-    }
-}
-
-/// `curl` from the host until it answers 200 (the guest needs a moment to boot).
-fn curl_until_200(url: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "2", "-w", "\n%{http_code}", url])
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.ends_with("\n200") {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 200 from {url} within {timeout:?} (last: {text:?})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
