@@ -1,0 +1,480 @@
+//! Pods and containers: state on disk, CNI, network namespaces and runnc.
+//!
+//! A pod is a network namespace (`ip netns add septem-<id>`) wired by CNI; no pause
+//! container is needed, the namespace *is* the pod. Containers are runnc bundles whose
+//! config.json names that namespace; runnc puts a tap next to the namespace's eth0.
+//!
+//! ```text
+//! <state>/pods/<id>.json             a pod (written atomically)
+//! <state>/containers/<id>/state.json a container
+//! <state>/containers/<id>/bundle/    its OCI bundle (config.json + rootfs)
+//! <state>/runnc/                     runnc --root
+//! ```
+//!
+//! Everything here blocks (external commands): the gRPC layer calls it from blocking
+//! threads. Each pod and container id has a lock of its own, so operations on one
+//! object are serialized while different pods proceed in parallel.
+
+mod containers;
+mod pods;
+mod spec;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use spec::mounts;
+
+use crate::config::Config;
+use crate::images::{self, Store};
+use crate::logs::{self, LogFile};
+use crate::{cni, reaper, util};
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Errors, each with its gRPC class.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such pod, container or image.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad request.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request cannot be done in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something failed on the node.
+    #[error("{0}")]
+    Internal(String),
+    /// A deadline passed (ExecSync's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// CNI failed.
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] images::Error),
+}
+
+fn internal(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::Internal(format!("{what}: {e}"))
+}
+
+/// Pod state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// Network up.
+    Ready,
+    /// Stopped.
+    NotReady,
+}
+
+/// A pod on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pod {
+    /// Id.
+    pub id: String,
+    /// The kubelet's config.
+    pub config: cri::PodSandboxConfig,
+    /// RuntimeClass handler.
+    pub runtime_handler: String,
+    /// Backend for its containers.
+    pub backend: String,
+    /// Creation time (ns).
+    pub created_at: i64,
+    /// Ready or not.
+    pub state: PodState,
+    /// `ip netns` name.
+    pub netns_name: String,
+    /// Namespace path.
+    pub netns: PathBuf,
+    /// The CNI network used (conflist shape), kept for DEL.
+    pub cni_network: Option<Value>,
+    /// The ADD result while the network is up.
+    pub cni_result: Option<Value>,
+    /// Pod IP.
+    pub ip: String,
+}
+
+/// A container on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    /// Id.
+    pub id: String,
+    /// Its pod.
+    pub pod_id: String,
+    /// The kubelet's config.
+    pub config: cri::ContainerConfig,
+    /// Image id (`sha256:…`).
+    pub image_id: String,
+    /// Image reference as asked.
+    pub image: String,
+    /// A Septem unikernel (false: an ordinary container, run by runc through runnc).
+    #[serde(default = "yes")]
+    pub septem: bool,
+    /// Creation time (ns).
+    pub created_at: i64,
+    /// Start time (ns, 0 until started).
+    pub started_at: i64,
+    /// Exit time (ns, 0 while not exited).
+    pub finished_at: i64,
+    /// Exit code.
+    pub exit_code: i32,
+    /// Reason of the exit.
+    pub reason: String,
+    /// Message of the exit.
+    pub message: String,
+    /// Container process pid.
+    pub pid: i32,
+    /// Its start time in clock ticks (pid reuse check).
+    pub pid_start: u64,
+    /// The log file (kubelet's path, or our own).
+    pub log_file: PathBuf,
+    /// The log path reported to the kubelet ("" when it gave none).
+    pub log_path: String,
+}
+
+impl Container {
+    fn state(&self) -> cri::ContainerState {
+        if self.finished_at != 0 {
+            cri::ContainerState::ContainerExited
+        } else if self.started_at != 0 {
+            cri::ContainerState::ContainerRunning
+        } else {
+            cri::ContainerState::ContainerCreated
+        }
+    }
+}
+
+/// The runtime.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Settings.
+    pub config: Config,
+    /// Images.
+    pub images: Store,
+    pods: RwLock<HashMap<String, Pod>>,
+    containers: RwLock<HashMap<String, Container>>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    logs: Mutex<HashMap<String, Arc<LogFile>>>,
+    waited: Mutex<std::collections::HashSet<String>>,
+    pod_cidr: Mutex<String>,
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    events: Mutex<Option<tokio::sync::broadcast::Sender<cri::ContainerEventResponse>>>,
+}
+
+/// Containers recorded before ordinary ones existed are all unikernels.
+fn yes() -> bool {
+    true
+}
+
+/// The runtime handler names and their backends.
+pub fn backend_of(handler: &str, default: &str) -> Result<String, Error> {
+    match handler {
+        "" | "septem" => Ok(default.to_string()),
+        "septem-kvm" => Ok("kvm".into()),
+        "septem-seccomp" => Ok("seccomp".into()),
+        other => Err(Error::InvalidArgument(format!(
+            "unknown runtime handler {other:?}: septem-cri knows septem (backend {default}), \
+             septem-kvm and septem-seccomp"
+        ))),
+    }
+}
+
+pub(super) fn labels_match(
+    labels: &HashMap<String, String>,
+    selector: &HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+impl Runtime {
+    /// Opens the state directory and loads what is there.
+    pub fn open(config: Config) -> Result<Arc<Runtime>, Error> {
+        let s = &config.state_dir;
+        for d in ["pods", "containers", "runnc", "images"] {
+            std::fs::create_dir_all(s.join(d))
+                .map_err(internal(format!("creating {}", s.join(d).display())))?;
+        }
+        let images = Store::open(&s.join("images"))?;
+        let mut pods = HashMap::new();
+        for e in std::fs::read_dir(s.join("pods"))
+            .map_err(internal("reading pods"))?
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match util::read_json::<Pod>(&p) {
+                    Ok(Some(mut pod)) => {
+                        // After a reboot the namespace is gone: the pod is not ready
+                        // (Stop/Remove still run CNI DEL to release its address).
+                        if pod.state == PodState::Ready && !pod.netns.exists() {
+                            tracing::warn!(pod = %pod.id, "network namespace gone: pod not ready");
+                            pod.state = PodState::NotReady;
+                        }
+                        pods.insert(pod.id.clone(), pod);
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
+                }
+            }
+        }
+        let mut containers = HashMap::new();
+        for e in std::fs::read_dir(s.join("containers"))
+            .map_err(internal("reading containers"))?
+            .flatten()
+        {
+            let p = e.path().join("state.json");
+            match util::read_json::<Container>(&p) {
+                Ok(Some(c)) => {
+                    containers.insert(c.id.clone(), c);
+                }
+                Ok(None) => {
+                    // A create interrupted by a crash (no state recorded): undo it.
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    tracing::warn!(container = %id, "removing an unfinished create");
+                    let mut cmd = Command::new(&config.runnc);
+                    cmd.arg("--root").arg(s.join("runnc"));
+                    cmd.args(["delete", "--force", &id]);
+                    if let Err(err) = util::run(&mut cmd, None) {
+                        tracing::warn!(container = %id, "runnc delete: {err}");
+                    }
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+                Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
+            }
+        }
+        let pod_cidr = util::read_json::<String>(&s.join("pod-cidr.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        tracing::info!(
+            pods = pods.len(),
+            containers = containers.len(),
+            "state loaded"
+        );
+        let mut log_files = HashMap::new();
+        for c in containers.values() {
+            if c.finished_at != 0 || reaper::start_time(c.pid) != Some(c.pid_start) {
+                continue;
+            }
+            match Self::reattach_logs(&s.join("containers").join(&c.id), &c.log_file) {
+                Ok(log) => {
+                    log_files.insert(c.id.clone(), log);
+                }
+                Err(e) => tracing::warn!(container = %c.id, "output not reattached: {e}"),
+            }
+        }
+        let rt = Arc::new(Runtime {
+            config,
+            images,
+            pods: RwLock::new(pods),
+            containers: RwLock::new(containers),
+            locks: Mutex::new(HashMap::new()),
+            logs: Mutex::new(log_files),
+            waited: Mutex::new(std::collections::HashSet::new()),
+            pod_cidr: Mutex::new(pod_cidr),
+            cpu_samples: Mutex::new(HashMap::new()),
+            events: Mutex::new(Some(tokio::sync::broadcast::channel(1024).0)),
+        });
+        Ok(rt)
+    }
+
+    /// Reopens a running container's FIFOs (septem-cri restarted) and copies them again.
+    fn reattach_logs(dir: &Path, log_file: &Path) -> std::io::Result<Arc<LogFile>> {
+        let log = LogFile::open(log_file)?;
+        for stream in ["stdout", "stderr"] {
+            let r = logs::open_reader(&dir.join(format!("{stream}.fifo")))?;
+            logs::copy(r, stream, log.clone())?;
+        }
+        Ok(log)
+    }
+
+    /// A receiver of the container (and pod) events from now on.
+    /// None once shutting down.
+    pub fn subscribe(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
+    }
+
+    /// Ends every event stream (shutdown: streaming calls would never finish).
+    pub fn close_events(&self) {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
+    /// Sends an event about `id` (a container, or a pod as containerd does) of `pod_id`,
+    /// with the pod's status and its containers' statuses.
+    fn emit(&self, id: &str, pod_id: &str, kind: cri::ContainerEventType) {
+        let sender = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(sender) = sender.filter(|s| s.receiver_count() > 0) else {
+            return;
+        };
+        let containers_statuses = self
+            .pod_containers(pod_id)
+            .iter()
+            .filter_map(|c| self.container_status(c).ok())
+            .collect();
+        let _ = sender.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: util::now_ns(),
+            pod_sandbox_status: self.pod_status(pod_id).ok(),
+            containers_statuses,
+        });
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn pod(&self, id: &str) -> Option<Pod> {
+        self.pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn container(&self, id: &str) -> Option<Container> {
+        self.refresh(id);
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn pod_file(&self, id: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("pods")
+            .join(format!("{id}.json"))
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("containers").join(id)
+    }
+
+    fn save_pod(&self, pod: Pod) -> Result<(), Error> {
+        util::write_json_atomic(&self.pod_file(&pod.id), &pod)
+            .map_err(internal("saving the pod"))?;
+        self.pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pod.id.clone(), pod);
+        Ok(())
+    }
+
+    fn save_container(&self, c: Container) -> Result<(), Error> {
+        util::write_json_atomic(&self.container_dir(&c.id).join("state.json"), &c)
+            .map_err(internal("saving the container"))?;
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(c.id.clone(), c);
+        Ok(())
+    }
+
+    /// A container whose process we cannot wait for (septem-cri restarted): exited when
+    /// its process is gone, exit status unknown.
+    fn refresh(&self, id: &str) {
+        let c = {
+            let map = self
+                .containers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get(id) {
+                Some(c) if c.finished_at == 0 && c.pid > 0 => c.clone(),
+                _ => return,
+            }
+        };
+        if self
+            .waited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
+        {
+            return;
+        }
+        if reaper::start_time(c.pid) == Some(c.pid_start) {
+            return;
+        }
+        let mut c = c;
+        let pod_id = c.pod_id.clone();
+        c.finished_at = util::now_ns();
+        c.exit_code = 255;
+        c.reason = "Unknown".into();
+        c.message = "the container exited while septem-cri was not its parent (septem-cri restarted): exit status unknown".into();
+        if let Err(e) = self.save_container(c) {
+            tracing::warn!("{e}");
+        }
+        self.emit(id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
+    }
+
+    // ---- runtime config -------------------------------------------------------------
+
+    /// The stored pod CIDR.
+    #[must_use]
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stores the pod CIDR.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), Error> {
+        util::write_json_atomic(&self.config.state_dir.join("pod-cidr.json"), &cidr)
+            .map_err(internal("saving the pod CIDR"))?;
+        *self
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cidr.to_string();
+        Ok(())
+    }
+
+    // ---- runnc ----------------------------------------------------------------------
+
+    fn runnc_cmd(&self, log: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&self.config.runnc);
+        cmd.arg("--root").arg(self.config.state_dir.join("runnc"));
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log);
+        }
+        if let Some(runc) = &self.config.runc {
+            cmd.env("RUNNC_RUNC", runc);
+        }
+        cmd
+    }
+
+    fn runnc(&self, args: &[&str]) -> Result<util::Output, Error> {
+        let mut cmd = self.runnc_cmd(None);
+        cmd.args(args);
+        util::run(&mut cmd, None)
+            .map_err(internal(format!("running {}", self.config.runnc.display())))
+    }
+}
