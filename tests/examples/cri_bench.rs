@@ -15,8 +15,8 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    pod_config, push_busybox_image, push_example, push_pause_image, skip_lifecycle,
-    write_bridge_conflist, Bridge, Clients, ContainerdCri, Registry, Server,
+    container_config, pod_config, push_busybox_image, push_example, push_pause_image,
+    skip_lifecycle, write_bridge_conflist, Bridge, Clients, ContainerdCri, Registry, Server,
 };
 use septem_tests::{bin, kvm_usable};
 use std::io::{Read as _, Write as _};
@@ -64,57 +64,19 @@ fn one_pod(c: &Clients, cfg: &Config, n: usize, log_dir: &Path) -> (Duration, [D
         sandbox.annotations = [("org.septem.runnc.backend".to_string(), b.to_string())].into();
     }
     let t0 = Instant::now();
-    let pod_id = call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: cfg.handler.into(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("{}: RunPodSandbox: {e:?}", cfg.label))
-    .pod_sandbox_id;
-    let ip = call!(
-        c,
-        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-    )
-    .expect("PodSandboxStatus")
-    .status
-    .and_then(|s| s.network)
-    .map(|n| n.ip)
-    .expect("pod IP");
+    let pod_id = c.run_pod(&sandbox, cfg.handler);
+    let ip = c.pod_ip(&pod_id);
     let t_run = t0.elapsed();
-    let cid = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "httpd".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: cfg.image.clone(),
-                    ..Default::default()
-                }),
-                log_path: format!("httpd-{n}.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox),
-        })
-    )
-    .unwrap_or_else(|e| panic!("{}: CreateContainer: {e:?}", cfg.label))
-    .container_id;
+    let cid = c.create(
+        &pod_id,
+        &sandbox,
+        cri::ContainerConfig {
+            log_path: format!("httpd-{n}.log"),
+            ..container_config("httpd", &cfg.image)
+        },
+    );
     let t_create = t0.elapsed();
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("{}: StartContainer: {e:?}", cfg.label));
+    c.start(&cid);
     let t_start = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http_200(&ip) {
@@ -159,20 +121,6 @@ fn one_pod(c: &Clients, cfg: &Config, n: usize, log_dir: &Path) -> (Duration, [D
     )
 }
 
-fn pull(c: &Clients, image: &str) {
-    call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("PullImage {image}: {e:?}"));
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -208,8 +156,8 @@ fn main() {
         &sdir.join("ipam"),
     );
     server.start();
-    let septem = Clients::new(&server.socket);
-    pull(&septem, &httpd);
+    let septem = server.clients();
+    septem.pull(&httpd);
 
     // (b), (c) containerd.
     let cdir = tmp.path().join("containerd");
@@ -224,9 +172,9 @@ fn main() {
         &cdir.join("ipam"),
     );
     ctrd.start(&reg.addr, &pause, &bin("runnc"));
-    let containerd = Clients::new(&ctrd.socket);
+    let containerd = ctrd.clients();
     for image in [&httpd, &pause, &busybox_httpd] {
-        pull(&containerd, image);
+        containerd.pull(image);
     }
     let all = [&septem, &containerd];
 

@@ -44,7 +44,8 @@ pub fn available() -> bool {
 
 impl Containerd {
     /// Starts containerd with `config` (TOML, `version = 2` and the socket address are
-    /// added; e.g. [`NO_CRI`]) and waits (at most 30 s) until `ctr version` answers.
+    /// added; e.g. [`NO_CRI`]) in a temporary directory of its own, with a namespace of
+    /// its own, and waits (at most 30 s) until `ctr version` answers.
     #[must_use]
     pub fn start(config: &str) -> Containerd {
         static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -55,8 +56,15 @@ impl Containerd {
         );
         let dir = std::env::temp_dir().join(format!("{name}.containerd"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("containerd's directory");
-        let socket = dir.join("c.sock");
+        Containerd::start_in(&dir, config, &name)
+    }
+
+    /// Like [`Containerd::start`], with root, state, socket (`c.sock`) and log under
+    /// `dir` (removed by [`Containerd::stop`]) and `ctr` calls in `namespace`.
+    #[must_use]
+    pub fn start_in(dir: &Path, config: &str, namespace: &str) -> Containerd {
+        std::fs::create_dir_all(dir).expect("containerd's directory");
+        let socket = Containerd::socket_in(dir);
         let config_path = dir.join("config.toml");
         std::fs::write(
             &config_path,
@@ -83,9 +91,9 @@ impl Containerd {
             .expect("start containerd");
         let mut c = Containerd {
             child: Some(child),
-            dir,
+            dir: dir.to_path_buf(),
             socket,
-            ns: name,
+            ns: namespace.to_string(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -102,6 +110,12 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The socket a containerd started in `dir` listens on.
+    #[must_use]
+    pub fn socket_in(dir: &Path) -> PathBuf {
+        dir.join("c.sock")
     }
 
     /// Its socket.

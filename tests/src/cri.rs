@@ -6,6 +6,7 @@
 //! `call!(c, runtime.version(req))` runs one call on a [`Clients`]' runtime.
 
 use crate::bin;
+use crate::containerd::Containerd;
 use crate::net::skip_unless_net;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -137,6 +138,12 @@ impl Server {
         self.dir.join("state")
     }
 
+    /// Clients of its socket whose helpers' panics print its logs.
+    #[must_use]
+    pub fn clients(&self) -> Clients {
+        Clients::with_logs(&self.socket, &self.dir, "cri-")
+    }
+
     pub fn log(&self) -> String {
         let mut all = String::new();
         for n in 0..self.starts {
@@ -261,10 +268,14 @@ pub fn channel(rt: &tokio::runtime::Runtime, socket: &Path) -> Channel {
     })
 }
 
+/// The runtime and image clients of one CRI endpoint, with the server's log files (for
+/// panic messages of the request helpers below).
 #[derive(Debug)]
 pub struct Clients {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
+    /// `(dir, prefix)`: the server's logs are `dir/prefix*.log`.
+    logs: Option<(PathBuf, String)>,
     // Last: dropped after the clients.
     pub rt: tokio::runtime::Runtime,
 }
@@ -280,8 +291,150 @@ impl Clients {
         Clients {
             runtime: RuntimeServiceClient::new(ch.clone()),
             images: ImageServiceClient::new(ch),
+            logs: None,
             rt,
         }
+    }
+
+    /// Like [`Clients::new`]; panics of the helpers print `dir/prefix*.log`.
+    #[must_use]
+    pub fn with_logs(socket: &Path, dir: &Path, prefix: &str) -> Clients {
+        Clients {
+            logs: Some((dir.to_path_buf(), prefix.to_string())),
+            ..Clients::new(socket)
+        }
+    }
+
+    /// The server's log files, oldest first.
+    #[must_use]
+    pub fn server_log(&self) -> String {
+        let Some((dir, prefix)) = &self.logs else {
+            return String::new();
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix.as_str()) && n.ends_with(".log"))
+        });
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+
+    fn ok<T>(&self, what: &str, r: Result<T, tonic::Status>) -> T {
+        r.unwrap_or_else(|e| panic!("{what}: {e:?}\n{}", self.server_log()))
+    }
+
+    /// Asserts the conditions `RuntimeReady` and `NetworkReady` are true.
+    pub fn expect_ready(&self) {
+        let st = self.ok(
+            "Status",
+            crate::call!(self, runtime.status(cri::StatusRequest::default())),
+        );
+        let conds = st.status.expect("status").conditions;
+        for t in ["RuntimeReady", "NetworkReady"] {
+            assert!(
+                conds.iter().any(|c| c.r#type == t && c.status),
+                "{t} not true: {conds:?}"
+            );
+        }
+    }
+
+    /// PullImage without credentials; the image id (`image_ref`).
+    pub fn pull(&self, image: &str) -> String {
+        let r = crate::call!(
+            self,
+            images.pull_image(cri::PullImageRequest {
+                image: image_spec(image),
+                ..Default::default()
+            })
+        );
+        self.ok(&format!("PullImage {image}"), r).image_ref
+    }
+
+    /// RunPodSandbox; the pod id.
+    pub fn run_pod(&self, config: &cri::PodSandboxConfig, handler: &str) -> String {
+        let r = crate::call!(
+            self,
+            runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.into(),
+            })
+        );
+        self.ok("RunPodSandbox", r).pod_sandbox_id
+    }
+
+    /// The pod's IP (PodSandboxStatus).
+    pub fn pod_ip(&self, pod_id: &str) -> String {
+        let r = crate::call!(
+            self,
+            runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: false,
+            })
+        );
+        self.ok("PodSandboxStatus", r)
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default()
+    }
+
+    /// CreateContainer; the container id.
+    pub fn create(
+        &self,
+        pod_id: &str,
+        sandbox: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let r = crate::call!(
+            self,
+            runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox.clone()),
+            })
+        );
+        self.ok("CreateContainer", r).container_id
+    }
+
+    /// StartContainer.
+    pub fn start(&self, container_id: &str) {
+        let r = crate::call!(
+            self,
+            runtime.start_container(cri::StartContainerRequest {
+                container_id: container_id.into(),
+            })
+        );
+        self.ok("StartContainer", r);
+    }
+}
+
+/// `Some(ImageSpec)` naming `image`.
+#[must_use]
+pub fn image_spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+/// A container config: metadata `name`, `image`, log path `<name>/0.log`.
+#[must_use]
+pub fn container_config(name: &str, image: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: image_spec(image),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
     }
 }
 
@@ -600,17 +753,17 @@ pub fn push_pause_image(reg: &Registry, dir: &Path) -> String {
     )
 }
 
-/// Writes `<conf_dir>/10-<name>.conflist`: a `bridge` (gateway, no masquerade) +
-/// `host-local` network on `subnet` with a default route, leases under `ipam_dir`.
-pub fn write_bridge_conflist(
-    conf_dir: &Path,
+/// A `bridge` (gateway, no masquerade) + `host-local` network named `name` on `subnet`
+/// with a default route, leases under `ipam_dir` (conflist shape; add plugins to its
+/// `plugins` array).
+#[must_use]
+pub fn bridge_conflist(
     name: &str,
     bridge: &str,
     subnet: &str,
     ipam_dir: &Path,
-) {
-    std::fs::create_dir_all(conf_dir).expect("mkdir conf dir");
-    let conflist = serde_json::json!({
+) -> serde_json::Value {
+    serde_json::json!({
         "cniVersion": "0.4.0",
         "name": name,
         "plugins": [{
@@ -625,7 +778,13 @@ pub fn write_bridge_conflist(
                 "routes": [{ "dst": "0.0.0.0/0" }],
             },
         }],
-    });
+    })
+}
+
+/// Writes `conflist` as `<conf_dir>/10-<its name>.conflist`.
+pub fn write_conflist(conf_dir: &Path, conflist: &serde_json::Value) {
+    std::fs::create_dir_all(conf_dir).expect("mkdir conf dir");
+    let name = conflist["name"].as_str().expect("a conflist has a name");
     std::fs::write(
         conf_dir.join(format!("10-{name}.conflist")),
         conflist.to_string(),
@@ -633,20 +792,32 @@ pub fn write_bridge_conflist(
     .expect("write conflist");
 }
 
+/// Writes [`bridge_conflist`] into `conf_dir`.
+pub fn write_bridge_conflist(
+    conf_dir: &Path,
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    ipam_dir: &Path,
+) {
+    write_conflist(conf_dir, &bridge_conflist(name, bridge, subnet, ipam_dir));
+}
+
 /// The namespace containerd's CRI plugin keeps Kubernetes' containers in.
 pub const K8S_NS: &str = "k8s.io";
 
-/// A containerd of the test's own WITH its CRI plugin: root, state, socket, CNI conf
-/// dir and runnc's runtime root under `dir`; `runc` is the default runtime handler and
-/// `septem` the runc v2 shim with `BinaryName` = runnc (`Root` = `<dir>/runnc-root`,
-/// `org.septem.*` pod and container annotations passed through); images from the
-/// loopback registry over plain HTTP (a mirror entry). On drop: every task and
-/// container of `k8s.io` killed and deleted (ctr), containerd stopped, whatever runnc
-/// still has under its root force-deleted.
+/// A containerd of the test's own WITH its CRI plugin ([`Containerd::start_in`] under
+/// `<dir>/containerd`, namespace `k8s.io`); the CNI conf dir and runnc's runtime root
+/// under `dir`; `runc` is the default runtime handler and `septem` the runc v2 shim with
+/// `BinaryName` = runnc (`Root` = `<dir>/runnc-root`, `org.septem.*` pod and container
+/// annotations passed through); images from the loopback registry over plain HTTP (a
+/// mirror entry). On drop: pods stopped and removed through the CRI, then containerd
+/// stopped (its tasks and containers killed and deleted), then whatever runnc still has
+/// under its root force-deleted.
 #[derive(Debug)]
 pub struct ContainerdCri {
-    child: Option<Child>,
-    /// The scratch directory (config, root, state, logs).
+    containerd: Option<Containerd>,
+    /// The scratch directory.
     pub dir: PathBuf,
     /// containerd's gRPC socket (CRI and ctr).
     pub socket: PathBuf,
@@ -658,16 +829,16 @@ pub struct ContainerdCri {
 }
 
 impl ContainerdCri {
-    /// Writes the config (the CNI conflist must be in [`ContainerdCri::cni_conf`]
+    /// Prepares the directories (the CNI conflist must be in [`ContainerdCri::cni_conf`]
     /// before [`ContainerdCri::start`]).
     #[must_use]
     pub fn new(dir: &Path) -> ContainerdCri {
         let cni_conf = dir.join("net.d");
         std::fs::create_dir_all(&cni_conf).expect("mkdir net.d");
         ContainerdCri {
-            child: None,
+            containerd: None,
             dir: dir.to_path_buf(),
-            socket: dir.join("containerd.sock"),
+            socket: Containerd::socket_in(&dir.join("containerd")),
             cni_conf,
             runnc_root: dir.join("runnc-root"),
         }
@@ -676,7 +847,16 @@ impl ContainerdCri {
     /// containerd's log so far.
     #[must_use]
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        self.containerd
+            .as_ref()
+            .map(Containerd::log)
+            .unwrap_or_default()
+    }
+
+    /// Clients of containerd's CRI whose helpers' panics print its log.
+    #[must_use]
+    pub fn clients(&self) -> Clients {
+        Clients::with_logs(&self.socket, &self.dir.join("containerd"), "containerd")
     }
 
     /// Starts containerd with `registry` (`127.0.0.1:PORT`) as a plain-HTTP mirror,
@@ -685,9 +865,7 @@ impl ContainerdCri {
     pub fn start(&mut self, registry: &str, sandbox_image: &str, runnc: &Path) {
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let config = format!(
-            "version = 2\n\
-             [grpc]\n  address = \"{sock}\"\n\
-             [{cri}]\n  sandbox_image = \"{sandbox_image}\"\n  restrict_oom_score_adj = true\n  \
+            "[{cri}]\n  sandbox_image = \"{sandbox_image}\"\n  restrict_oom_score_adj = true\n  \
              stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
              [{cri}.containerd]\n  default_runtime_name = \"runc\"\n\
              [{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
@@ -697,44 +875,15 @@ impl ContainerdCri {
              Root = \"{root}\"\n\
              [{cri}.cni]\n  bin_dir = \"{CNI_PATH}\"\n  conf_dir = \"{conf}\"\n\
              [{cri}.registry.mirrors.\"{registry}\"]\n  endpoint = [\"http://{registry}\"]\n",
-            sock = self.socket.display(),
             runnc = runnc.display(),
             root = self.runnc_root.display(),
             conf = self.cni_conf.display(),
         );
-        let config_path = self.dir.join("containerd.toml");
-        std::fs::write(&config_path, config).expect("write containerd.toml");
-        let log = std::fs::File::create(self.dir.join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--state")
-            .arg(self.dir.join("state"))
-            .arg("--address")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        self.child = Some(child);
+        let containerd = Containerd::start_in(&self.dir.join("containerd"), &config, K8S_NS);
+        self.containerd = Some(containerd);
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("containerd exited ({status}):\n{}", self.log());
-            }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                let c = Clients::new(&self.socket);
-                if call!(c, runtime.version(cri::VersionRequest::default())).is_ok() {
-                    return;
-                }
-            }
+        let c = Clients::new(&self.socket);
+        while call!(c, runtime.version(cri::VersionRequest::default())).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "containerd's CRI did not answer within 30 s:\n{}",
@@ -747,15 +896,9 @@ impl ContainerdCri {
     /// `ctr --address SOCK --namespace k8s.io ARGS…`: its stdout (errors ignored).
     #[must_use]
     pub fn ctr_quiet(&self, args: &[&str]) -> String {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", K8S_NS])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        self.containerd
+            .as_ref()
+            .map(|c| c.ctr(args).stdout)
             .unwrap_or_default()
     }
 
@@ -771,55 +914,42 @@ impl ContainerdCri {
             })
             .unwrap_or_default()
     }
+
+    /// Stops and removes every pod through the CRI (CNI DEL, netns removed).
+    fn remove_pods(&self) {
+        let c = Clients::new(&self.socket);
+        let pods = call!(
+            c,
+            runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        )
+        .map(|r| r.items)
+        .unwrap_or_default();
+        for pod in pods {
+            let _ = call!(
+                c,
+                runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+            );
+            let _ = call!(
+                c,
+                runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.id,
+                })
+            );
+        }
+    }
 }
 
 impl Drop for ContainerdCri {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut containerd) = self.containerd.take() else {
             return;
         };
-        // Pods through the CRI first (CNI DEL, netns removed), then whatever is left
-        // through ctr.
         if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-            let c = Clients::new(&self.socket);
-            let pods = call!(
-                c,
-                runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            )
-            .map(|r| r.items)
-            .unwrap_or_default();
-            for pod in pods {
-                let _ = call!(
-                    c,
-                    runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
-                        pod_sandbox_id: pod.id.clone(),
-                    })
-                );
-                let _ = call!(
-                    c,
-                    runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                        pod_sandbox_id: pod.id,
-                    })
-                );
-            }
+            self.remove_pods();
         }
-        for id in self.ctr_quiet(&["task", "ls", "-q"]).lines() {
-            let _ = self.ctr_quiet(&["task", "kill", "-s", "SIGKILL", id]);
-        }
-        for id in self.ctr_quiet(&["task", "ls", "-q"]).lines() {
-            let _ = self.ctr_quiet(&["task", "delete", "-f", id]);
-        }
-        for id in self.ctr_quiet(&["container", "ls", "-q"]).lines() {
-            let _ = self.ctr_quiet(&["container", "delete", id]);
-        }
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        containerd.stop();
         let root = self.runnc_root.join(K8S_NS);
         for name in self.runnc_left() {
             let _ = Command::new(bin("runnc"))

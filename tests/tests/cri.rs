@@ -18,10 +18,11 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    curl_until_200, expect_code, pod_config, run, skip_lifecycle, zombies_of, Bridge, Clients,
-    Registry, Server, CNI_PATH,
+    bridge_conflist, container_config, curl_until_200, expect_code, image_spec, pod_config,
+    push_example, run, skip_lifecycle, write_bridge_conflist, write_conflist, zombies_of, Bridge,
+    Clients, Registry, Server, CNI_PATH,
 };
-use septem_tests::{bin, example, kvm_usable};
+use septem_tests::{bin, kvm_usable};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,39 +34,17 @@ fn pod_lifecycle_through_cri() {
         return;
     }
     let reg = Registry::start();
-    let reference = format!("{}/septem/httpd:1", reg.addr);
-    let push = Command::new(bin("septem-build"))
-        .arg("push")
-        .arg(example("httpd"))
-        .arg(&reference)
-        .arg("-q")
-        .output()
-        .expect("septem-build push");
-    assert!(
-        push.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    let reference = push_example(&reg, "httpd");
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptcri{}", std::process::id() % 10_000));
-    let mut conflist = serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": "septem-cri-test",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge.0,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "subnet": "10.98.0.0/24",
-                "dataDir": tmp.path().join("ipam"),
-                "routes": [{ "dst": "0.0.0.0/0" }],
-            },
-        }],
-    });
+    let mut conflist = bridge_conflist(
+        "septem-cri-test",
+        &bridge.0,
+        "10.98.0.0/24",
+        &tmp.path().join("ipam"),
+    );
     // hostPort through the portmap plugin, where iptables works.
     let host_port = 20_000 + (std::process::id() % 10_000) as i32;
     let portmap = Path::new(CNI_PATH).join("portmap").is_file()
@@ -81,53 +60,29 @@ fn pod_lifecycle_through_cri() {
     } else {
         eprintln!("SKIPPED (hostPort part): no portmap plugin or no working iptables");
     }
-    std::fs::write(
-        server.cni_conf.join("10-septem.conflist"),
-        conflist.to_string(),
-    )
-    .expect("write conflist");
+    write_conflist(&server.cni_conf, &conflist);
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
 
     // Version, Status.
     let v = call!(c, runtime.version(cri::VersionRequest::default())).expect("Version");
     assert_eq!(v.runtime_name, "septem");
     assert_eq!(v.runtime_api_version, "v1");
-    let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
-    let conds = st.status.expect("status").conditions;
-    for t in ["RuntimeReady", "NetworkReady"] {
-        assert!(
-            conds.iter().any(|c| c.r#type == t && c.status),
-            "{t} not true: {conds:?}"
-        );
-    }
+    c.expect_ready();
 
     // Images.
-    let pulled = call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", server.log()));
-    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    let image_id = c.pull(&reference);
+    assert!(image_id.starts_with("sha256:"), "{image_id:?}");
     let list = call!(c, images.list_images(cri::ListImagesRequest::default())).expect("List");
     assert_eq!(list.images.len(), 1);
-    assert_eq!(list.images[0].id, pulled.image_ref);
+    assert_eq!(list.images[0].id, image_id);
     assert_eq!(list.images[0].repo_tags, vec![reference.clone()]);
     assert!(list.images[0].size > 0);
     let status = |image: &str| {
         call!(
             c,
             images.image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
+                image: image_spec(image),
                 verbose: false,
             })
         )
@@ -135,13 +90,13 @@ fn pod_lifecycle_through_cri() {
         .image
     };
     let img = status(&reference).expect("image by tag");
-    assert_eq!(img.id, pulled.image_ref);
+    assert_eq!(img.id, image_id);
     assert!(!img.pinned);
     assert_eq!(
         img.repo_digests,
-        vec![format!("{}/septem/httpd@{}", reg.addr, pulled.image_ref)]
+        vec![format!("{}/septem/httpd@{image_id}", reg.addr)]
     );
-    assert!(status(&pulled.image_ref).is_some(), "image by id");
+    assert!(status(&image_id).is_some(), "image by id");
     assert!(status(&format!("{}/septem/absent:1", reg.addr)).is_none());
     let fs = call!(c, images.image_fs_info(cri::ImageFsInfoRequest {})).expect("ImageFsInfo");
     assert!(fs.image_filesystems[0].used_bytes.as_ref().unwrap().value > 0);
@@ -150,10 +105,7 @@ fn pod_lifecycle_through_cri() {
         call!(
             c,
             images.pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: format!("{}/septem/absent:1", reg.addr),
-                    ..Default::default()
-                }),
+                image: image_spec(&format!("{}/septem/absent:1", reg.addr)),
                 ..Default::default()
             })
         ),
@@ -172,15 +124,7 @@ fn pod_lifecycle_through_cri() {
         host_port,
         host_ip: String::new(),
     }];
-    let pod_id = call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: "septem-seccomp".into(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", server.log()))
-    .pod_sandbox_id;
+    let pod_id = c.run_pod(&sandbox, "septem-seccomp");
     let pod_status = |c: &Clients| {
         call!(
             c,
@@ -202,7 +146,7 @@ fn pod_lifecycle_through_cri() {
     assert_eq!(server.stop(), Some(0), "septem-cri exit status on SIGTERM");
     assert!(!server.socket.exists(), "socket left after SIGTERM");
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
     let pods = call!(
         c,
         runtime.list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -230,16 +174,7 @@ fn pod_lifecycle_through_cri() {
     .expect("ListPodSandbox")
     .items;
     assert!(none.is_empty(), "{none:?}");
-    assert_eq!(
-        pod_status(&c)
-            .expect("status")
-            .status
-            .unwrap()
-            .network
-            .unwrap()
-            .ip,
-        ip
-    );
+    assert_eq!(c.pod_ip(&pod_id), ip);
 
     // Container events, from now on.
     let (ev_tx, ev_rx) = std::sync::mpsc::channel::<cri::ContainerEventResponse>();
@@ -270,23 +205,10 @@ fn pod_lifecycle_through_cri() {
             })
         )
     };
-    let good = cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: "bad".into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: reference.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let good = container_config("bad", &reference);
     let m = expect_code(
         bad(cri::ContainerConfig {
-            image: Some(cri::ImageSpec {
-                image: format!("{}/septem/absent:1", reg.addr),
-                ..Default::default()
-            }),
+            image: image_spec(&format!("{}/septem/absent:1", reg.addr)),
             ..good.clone()
         }),
         Code::NotFound,
@@ -319,35 +241,21 @@ fn pod_lifecycle_through_cri() {
     assert!(none.is_empty(), "failed creates left containers: {none:?}");
 
     // The container.
-    let cid = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "httpd".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: reference.clone(),
-                    ..Default::default()
-                }),
-                log_path: "httpd/0.log".into(),
-                labels: [("role".to_string(), "server".to_string())].into(),
-                // As the kubelet adds: ignored by runnc for a unikernel, but accepted.
-                mounts: vec![cri::Mount {
-                    container_path: "/etc/hosts".into(),
-                    host_path: "/etc/hosts".into(),
-                    readonly: true,
-                    ..Default::default()
-                }],
+    let cid = c.create(
+        &pod_id,
+        &sandbox,
+        cri::ContainerConfig {
+            labels: [("role".to_string(), "server".to_string())].into(),
+            // As the kubelet adds: ignored by runnc for a unikernel, but accepted.
+            mounts: vec![cri::Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: "/etc/hosts".into(),
+                readonly: true,
                 ..Default::default()
-            }),
-            sandbox_config: Some(sandbox.clone()),
-        })
-    )
-    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
-    .container_id;
+            }],
+            ..container_config("httpd", &reference)
+        },
+    );
     let cstatus = |c: &Clients| {
         call!(
             c,
@@ -384,13 +292,7 @@ fn pod_lifecycle_through_cri() {
         "{arg0}"
     );
     assert_eq!(s.log_path, "httpd/0.log");
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+    c.start(&cid);
     let s = cstatus(&c).expect("ContainerStatus");
     assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
     assert!(s.started_at >= s.created_at);
@@ -636,41 +538,26 @@ fn pod_lifecycle_through_cri() {
     // while it runs: the guest keeps serving, its output reaches the log again, it
     // stays listed and stoppable (its exit code is unknown: septem-cri is no longer its
     // parent).
-    let cid2 = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "httpd".into(),
-                    attempt: 1,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: reference.clone(),
-                    ..Default::default()
-                }),
-                args: vec!["--log".into()],
-                log_path: "httpd/1.log".into(),
-                ..Default::default()
+    let cid2 = c.create(
+        &pod_id,
+        &sandbox,
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "httpd".into(),
+                attempt: 1,
             }),
-            sandbox_config: Some(sandbox.clone()),
-        })
-    )
-    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
-    .container_id;
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: cid2.clone(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+            args: vec!["--log".into()],
+            log_path: "httpd/1.log".into(),
+            ..container_config("httpd", &reference)
+        },
+    );
+    c.start(&cid2);
     curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
     drop(c);
     assert_eq!(server.stop(), Some(0));
     curl_until_200(&format!("http://{ip}/"), Duration::from_secs(5));
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
     let status2 = |c: &Clients| {
         call!(
             c,
@@ -812,7 +699,7 @@ fn errors_and_unsupported_calls() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut server = Server::new(tmp.path());
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&server.socket)
@@ -1086,7 +973,7 @@ fn errors_and_unsupported_calls() {
     // A stale socket file is replaced on start.
     std::fs::write(&server.socket, b"").expect("stale socket");
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
     call!(c, runtime.version(cri::VersionRequest::default())).expect("Version after restart");
     drop(c);
     assert_eq!(server.stop(), Some(0));
@@ -1105,100 +992,25 @@ fn kvm_pod_serves_and_stops_gracefully() {
         return;
     }
     let reg = Registry::start();
-    let reference = format!("{}/septem/httpd:kvm", reg.addr);
-    let push = Command::new(bin("septem-build"))
-        .arg("push")
-        .arg(example("httpd"))
-        .arg(&reference)
-        .arg("-q")
-        .output()
-        .expect("septem-build push");
-    assert!(
-        push.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    let reference = push_example(&reg, "httpd");
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptcrk{}", std::process::id() % 10_000));
-    let conflist = serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": "septem-cri-kvm",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge.0,
-            "isGateway": true,
-            "ipam": {
-                "type": "host-local",
-                "subnet": "10.98.1.0/24",
-                "dataDir": tmp.path().join("ipam"),
-                "routes": [{ "dst": "0.0.0.0/0" }],
-            },
-        }],
-    });
-    std::fs::write(
-        server.cni_conf.join("10-kvm.conflist"),
-        conflist.to_string(),
-    )
-    .expect("write conflist");
+    write_bridge_conflist(
+        &server.cni_conf,
+        "septem-cri-kvm",
+        &bridge.0,
+        "10.98.1.0/24",
+        &tmp.path().join("ipam"),
+    );
     server.start();
-    let c = Clients::new(&server.socket);
-    call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", server.log()));
+    let c = server.clients();
+    c.pull(&reference);
     let sandbox = pod_config("kvm", &tmp.path().join("logs"));
     let t0 = Instant::now();
-    let pod_id = call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: "septem-kvm".into(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", server.log()))
-    .pod_sandbox_id;
-    let ip = call!(
-        c,
-        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-    )
-    .expect("PodSandboxStatus")
-    .status
-    .unwrap()
-    .network
-    .unwrap()
-    .ip;
-    let cid = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "httpd".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: reference.clone(),
-                    ..Default::default()
-                }),
-                log_path: "httpd/0.log".into(),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox),
-        })
-    )
-    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
-    .container_id;
+    let pod_id = c.run_pod(&sandbox, "septem-kvm");
+    let ip = c.pod_ip(&pod_id);
+    let cid = c.create(&pod_id, &sandbox, container_config("httpd", &reference));
     let bundle: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             server
@@ -1211,13 +1023,7 @@ fn kvm_pod_serves_and_stops_gracefully() {
     )
     .expect("JSON");
     assert_eq!(bundle["annotations"]["org.septem.runnc.backend"], "kvm");
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
+    c.start(&cid);
     let page = curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
     eprintln!(
         "septem-cri (kvm): curl http://{ip}/ → {} bytes, 200; pod start latency \

@@ -18,9 +18,11 @@ use k8s_cri::v1 as cri;
 use septem_tests::bin;
 use septem_tests::call;
 use septem_tests::cri::{
-    curl_until_200, on_path, pod_config, push_example, push_pause_image, run, skip_lifecycle,
-    write_bridge_conflist, Bridge, Clients, ContainerdCri, Registry, BUSYBOX,
+    container_config, curl_until_200, image_spec, on_path, pod_config, push_example,
+    push_pause_image, run, skip_lifecycle, write_bridge_conflist, Bridge, Clients, ContainerdCri,
+    Registry, BUSYBOX,
 };
+use septem_tests::runnc::cgroup_dirs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,18 +48,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-/// Every cgroup directory `rel` (relative to a hierarchy's root), v1 and v2.
-fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
-    let rel = rel.trim_start_matches('/');
-    let mut out = vec![Path::new("/sys/fs/cgroup").join(rel)];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            out.push(e.path().join(rel));
-        }
-    }
-    out.into_iter().filter(|p| p.is_dir()).collect()
 }
 
 /// Removes the pods' cgroup parent (every hierarchy) on drop.
@@ -93,47 +83,27 @@ fn containerd_cri_runs_a_unikernel_pod() {
     let started = Instant::now();
     ctrd.start(&reg.addr, &pause, &bin("runnc"));
     eprintln!("containerd: CRI up in {:?}", started.elapsed());
-    let c = Clients::new(&ctrd.socket);
+    let c = ctrd.clients();
 
     let v = call!(c, runtime.version(cri::VersionRequest::default())).expect("Version");
     assert_eq!(v.runtime_name, "containerd");
     assert_eq!(v.runtime_api_version, "v1");
-    let st = call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
-    let conds = st.status.expect("status").conditions;
-    for t in ["RuntimeReady", "NetworkReady"] {
-        assert!(
-            conds.iter().any(|c| c.r#type == t && c.status),
-            "{t} not true: {conds:?}"
-        );
-    }
+    c.expect_ready();
 
-    let pulled = call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("PullImage: {e:?}\n{}", ctrd.log()));
+    let image_id = c.pull(&reference);
     // containerd's image id is the config's digest.
-    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    assert!(image_id.starts_with("sha256:"), "{image_id:?}");
     let img = call!(
         c,
         images.image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec {
-                image: reference.clone(),
-                ..Default::default()
-            }),
+            image: image_spec(&reference),
             verbose: false,
         })
     )
     .expect("ImageStatus")
     .image
     .expect("image");
-    assert_eq!(img.id, pulled.image_ref);
+    assert_eq!(img.id, image_id);
     assert!(img.repo_tags.contains(&reference), "{img:?}");
 
     // The pod: handler septem, its pause container through runnc → runc.
@@ -151,15 +121,7 @@ fn containerd_cri_runs_a_unikernel_pod() {
     )]
     .into();
     let t0 = Instant::now();
-    let pod_id = call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: "septem".into(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", ctrd.log()))
-    .pod_sandbox_id;
+    let pod_id = c.run_pod(&sandbox, "septem");
     eprintln!("containerd: RunPodSandbox in {:?}", t0.elapsed());
     let pod_status = |c: &Clients, verbose: bool| {
         call!(
@@ -196,34 +158,8 @@ fn containerd_cri_runs_a_unikernel_pod() {
     assert!(ctrd.runnc_left().is_empty(), "{:?}", ctrd.runnc_left());
 
     // The container.
-    let cid = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "httpd".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: reference.clone(),
-                    ..Default::default()
-                }),
-                log_path: "httpd/0.log".into(),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox.clone()),
-        })
-    )
-    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", ctrd.log()))
-    .container_id;
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", ctrd.log()));
+    let cid = c.create(&pod_id, &sandbox, container_config("httpd", &reference));
+    c.start(&cid);
     let cstatus = |c: &Clients, verbose: bool| {
         call!(
             c,

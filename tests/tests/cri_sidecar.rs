@@ -19,8 +19,8 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    expect_code, have_registry, is_root, pod_config, push_example, run, Bridge, Clients, Registry,
-    Server, BUSYBOX, CNI_PATH, REGISTRY_BIN,
+    container_config, expect_code, have_registry, is_root, pod_config, push_example, run,
+    write_bridge_conflist, Bridge, Clients, Registry, Server, BUSYBOX, CNI_PATH, REGISTRY_BIN,
 };
 use septem_tests::net::skip_unless_net;
 use septem_tests::runnc::cgroup_dirs;
@@ -120,33 +120,10 @@ fn push_busybox(reg: &Registry, dir: &Path) -> String {
     reference
 }
 
-fn pull(c: &Clients, image: &str) -> String {
-    call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("pull {image}: {e:?}"))
-    .image_ref
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+/// [`container_config`] running `command`, with a 64 MiB memory limit.
+fn sidecar_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
         command: command.iter().map(|s| (*s).to_string()).collect(),
-        log_path: format!("{name}.log"),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(cri::LinuxContainerResources {
                 memory_limit_in_bytes: 64 << 20,
@@ -154,7 +131,7 @@ fn container_config(name: &str, image: &str, command: &[&str]) -> cri::Container
             }),
             ..Default::default()
         }),
-        ..Default::default()
+        ..container_config(name, image)
     }
 }
 
@@ -230,33 +207,19 @@ fn busybox_sidecar_through_cri() {
 
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptsc{}", std::process::id() % 10_000));
-    let conflist = serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": "septem-cri-sidecar-test",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge.0,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "subnet": "10.96.0.0/24",
-                "dataDir": tmp.path().join("ipam"),
-                "routes": [{ "dst": "0.0.0.0/0" }],
-            },
-        }],
-    });
-    std::fs::write(
-        server.cni_conf.join("10-septem.conflist"),
-        conflist.to_string(),
-    )
-    .expect("write conflist");
+    write_bridge_conflist(
+        &server.cni_conf,
+        "septem-cri-sidecar-test",
+        &bridge.0,
+        "10.96.0.0/24",
+        &tmp.path().join("ipam"),
+    );
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
 
     // Pull: the ordinary image is stored and listed next to the unikernel.
-    let bb_id = pull(&c, &busybox);
-    let httpd_id = pull(&c, &httpd);
+    let bb_id = c.pull(&busybox);
+    let httpd_id = c.pull(&httpd);
     assert_ne!(bb_id, httpd_id);
     let status = call!(
         c,
@@ -291,44 +254,18 @@ fn busybox_sidecar_through_cri() {
         cgroup_parent: parent.clone(),
         ..Default::default()
     });
-    let pod_id = call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: "septem-seccomp".into(),
-        })
-    )
-    .expect("RunPodSandbox")
-    .pod_sandbox_id;
-    let pod_ip = call!(
-        c,
-        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-    )
-    .expect("PodSandboxStatus")
-    .status
-    .and_then(|s| s.network)
-    .map(|n| n.ip)
-    .unwrap_or_default();
+    // Handler `septem`: unikernels on the default backend, ordinary images under runc
+    // (`septem-kvm`/`septem-seccomp` take unikernels only).
+    let pod_id = c.run_pod(&sandbox, "septem");
+    let pod_ip = c.pod_ip(&pod_id);
     assert!(pod_ip.starts_with("10.96.0."), "pod IP {pod_ip:?}");
 
     // The sidecar.
-    let side = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(
-                "sidecar",
-                &busybox,
-                &["sh", "-c", "echo hello; sleep 1000"],
-            )),
-            sandbox_config: Some(sandbox.clone()),
-        })
-    )
-    .expect("CreateContainer (busybox)")
-    .container_id;
+    let side = c.create(
+        &pod_id,
+        &sandbox,
+        sidecar_config("sidecar", &busybox, &["sh", "-c", "echo hello; sleep 1000"]),
+    );
     let rootfs = server
         .state()
         .join("containers")
@@ -340,14 +277,8 @@ fn busybox_sidecar_through_cri() {
         !rootfs.join("etc/old").exists(),
         "layer 2's whiteout did not delete /etc/old"
     );
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: side.clone(),
-        })
-    )
-    .expect("StartContainer (busybox)");
-    let log = wait_for_log(&log_dir.join("sidecar.log"), " stdout F hello\n");
+    c.start(&side);
+    let log = wait_for_log(&log_dir.join("sidecar/0.log"), " stdout F hello\n");
     eprintln!("sidecar log: {log:?}");
     let st = call!(
         c,
@@ -474,23 +405,8 @@ fn busybox_sidecar_through_cri() {
     outside.set_nonblocking(true).expect("nonblocking");
 
     // The unikernel in the same pod.
-    let uk = call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config("httpd", &httpd, &[])),
-            sandbox_config: Some(sandbox.clone()),
-        })
-    )
-    .expect("CreateContainer (httpd)")
-    .container_id;
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: uk.clone(),
-        })
-    )
-    .expect("StartContainer (httpd)");
+    let uk = c.create(&pod_id, &sandbox, sidecar_config("httpd", &httpd, &[]));
+    c.start(&uk);
     let url = format!("http://{pod_ip}/");
     let deadline = Instant::now() + Duration::from_secs(20);
     while curl_code(&url) != "200" {
