@@ -4,6 +4,8 @@
 
 mod cni;
 mod config;
+#[cfg(test)]
+mod deploy_tests;
 mod images;
 mod logs;
 mod ordinary;

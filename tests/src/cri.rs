@@ -803,6 +803,30 @@ pub fn write_bridge_conflist(
     write_conflist(conf_dir, &bridge_conflist(name, bridge, subnet, ipam_dir));
 }
 
+/// `deploy/containerd/septem-runtime.toml` (the runtime entry users merge into their
+/// containerd config) with `BinaryName` = `runnc` and `Root` = `root`.
+#[must_use]
+pub fn septem_runtime_entry(runnc: &Path, root: &Path) -> String {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerd/septem-runtime.toml");
+    let entry =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let shipped = "BinaryName = \"/usr/local/bin/runnc\"";
+    assert!(
+        entry.contains(shipped),
+        "{} lost its {shipped}",
+        file.display()
+    );
+    entry.replace(
+        shipped,
+        &format!(
+            "BinaryName = \"{}\"\n  Root = \"{}\"",
+            runnc.display(),
+            root.display()
+        ),
+    )
+}
+
 /// The namespace containerd's CRI plugin keeps Kubernetes' containers in.
 pub const K8S_NS: &str = "k8s.io";
 
@@ -864,21 +888,16 @@ impl ContainerdCri {
     /// binary; returns once the CRI answers `Version`.
     pub fn start(&mut self, registry: &str, sandbox_image: &str, runnc: &Path) {
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-        let config = format!(
+        let ours = format!(
             "[{cri}]\n  sandbox_image = \"{sandbox_image}\"\n  restrict_oom_score_adj = true\n  \
              stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
              [{cri}.containerd]\n  default_runtime_name = \"runc\"\n\
              [{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-             [{cri}.containerd.runtimes.septem]\n  runtime_type = \"io.containerd.runc.v2\"\n  \
-             pod_annotations = [\"org.septem.*\"]\n  container_annotations = [\"org.septem.*\"]\n\
-             [{cri}.containerd.runtimes.septem.options]\n  BinaryName = \"{runnc}\"\n  \
-             Root = \"{root}\"\n\
              [{cri}.cni]\n  bin_dir = \"{CNI_PATH}\"\n  conf_dir = \"{conf}\"\n\
              [{cri}.registry.mirrors.\"{registry}\"]\n  endpoint = [\"http://{registry}\"]\n",
-            runnc = runnc.display(),
-            root = self.runnc_root.display(),
             conf = self.cni_conf.display(),
         );
+        let config = format!("{ours}\n{}", septem_runtime_entry(runnc, &self.runnc_root));
         let containerd = Containerd::start_in(&self.dir.join("containerd"), &config, K8S_NS);
         self.containerd = Some(containerd);
         let deadline = Instant::now() + Duration::from_secs(30);
