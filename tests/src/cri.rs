@@ -32,11 +32,26 @@ pub fn have_registry() -> bool {
     Path::new(REGISTRY_BIN).is_file()
 }
 
+/// Runs `argv`; its stdout, whatever its exit status.
 pub fn run(argv: &[&str]) -> String {
     let out = Command::new(argv[0])
         .args(&argv[1..])
         .output()
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `argv`; its stdout, panicking (with its stderr) unless it exits 0.
+pub fn run_ok(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -504,11 +519,10 @@ pub fn curl_until_200(url: &str, timeout: Duration) -> String {
     }
 }
 
-pub fn skip_lifecycle() -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED: septem-cri's pod lifecycle needs root (netns, CNI, cgroups)");
-        return true;
-    }
+/// True (with a printed reason) unless network namespaces work and the CNI `bridge` and
+/// `host-local` plugins and curl are installed.
+#[must_use]
+pub fn skip_unless_cni() -> bool {
     if skip_unless_net() {
         return true;
     }
@@ -522,6 +536,17 @@ pub fn skip_lifecycle() -> bool {
     }
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("SKIPPED: curl is missing (apt-get install curl)");
+        return true;
+    }
+    false
+}
+
+pub fn skip_lifecycle() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: septem-cri's pod lifecycle needs root (netns, CNI, cgroups)");
+        return true;
+    }
+    if skip_unless_cni() {
         return true;
     }
     if !have_registry() {

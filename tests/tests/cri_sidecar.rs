@@ -19,10 +19,9 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    container_config, expect_code, have_registry, is_root, pod_config, push_example, run,
-    write_bridge_conflist, Bridge, Clients, Registry, Server, BUSYBOX, CNI_PATH, REGISTRY_BIN,
+    container_config, expect_code, pod_config, push_example, run, skip_lifecycle,
+    write_bridge_conflist, Bridge, Clients, Registry, Server, BUSYBOX,
 };
-use septem_tests::net::skip_unless_net;
 use septem_tests::runnc::cgroup_dirs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,26 +30,10 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 fn skip_sidecar() -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED: septem-cri's pods need root (netns, CNI, cgroups)");
+    if skip_lifecycle() {
         return true;
     }
-    if skip_unless_net() {
-        return true;
-    }
-    for plugin in ["bridge", "host-local"] {
-        if !Path::new(CNI_PATH).join(plugin).is_file() {
-            eprintln!(
-                "SKIPPED: {CNI_PATH}/{plugin} is missing (apt-get install containernetworking-plugins)"
-            );
-            return true;
-        }
-    }
-    if !have_registry() {
-        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
-        return true;
-    }
-    for tool in ["umoci", "skopeo", "curl"] {
+    for tool in ["umoci", "skopeo"] {
         if Command::new(tool).arg("--version").output().is_err() {
             eprintln!("SKIPPED: {tool} is missing");
             return true;

@@ -10,8 +10,8 @@
 //! `start`, curl, `kill KILL`, `delete` (which unwires and removes the cgroup). Needs root, taps, `/usr/lib/cni` (containernetworking-plugins)
 //! and curl; skips with a printed reason otherwise.
 
-use septem_tests::cri::curl_until_200;
-use septem_tests::net::{skip_unless_net, Running};
+use septem_tests::cri::{curl_until_200, run_ok, skip_unless_cni, CNI_PATH};
+use septem_tests::net::Running;
 use septem_tests::{backend_tests, bin, example, Backend};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -19,40 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-const CNI_PATH: &str = "/usr/lib/cni";
-
-fn skip() -> bool {
-    if skip_unless_net() {
-        return true;
-    }
-    for plugin in ["bridge", "host-local"] {
-        if !Path::new(CNI_PATH).join(plugin).is_file() {
-            eprintln!(
-                "SKIPPED: {CNI_PATH}/{plugin} is missing (apt-get install containernetworking-plugins)"
-            );
-            return true;
-        }
-    }
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl is missing (apt-get install curl)");
-        return true;
-    }
-    false
-}
-
-fn run(argv: &[&str]) -> String {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A pod network made by CNI: the namespace, the bridge and the plugins' state. Drop
 /// undoes it all (in reverse), also when the test fails.
@@ -88,7 +54,7 @@ impl Pod {
             },
         })
         .to_string();
-        run(&["ip", "netns", "add", &netns]);
+        run_ok(&["ip", "netns", "add", &netns]);
         Pod {
             netns,
             bridge,
@@ -178,7 +144,7 @@ impl Drop for Pod {
 }
 
 backend_tests!(httpd_in_cni_pod_answers_curl_from_the_host, |b| {
-    if skip() {
+    if skip_unless_cni() {
         return;
     }
     let image = example("httpd");
@@ -221,18 +187,18 @@ backend_tests!(httpd_in_cni_pod_answers_curl_from_the_host, |b| {
     assert_eq!(finished.status, None, "killed by a signal");
     runnc::network::unwire(&wiring).expect("unwire");
     runnc::network::unwire(&wiring).expect("second unwire");
-    let links = run(&[
+    let links = run_ok(&[
         "ip", "netns", "exec", &pod.netns, "ip", "-o", "link", "show",
     ]);
     assert!(!links.contains(&nic.tap), "tap left after unwire: {links}");
 
     pod.teardown().expect("CNI DEL and teardown");
     runnc::network::unwire(&wiring).expect("unwire after the namespace is gone");
-    let netns = run(&["ip", "netns", "list"]);
+    let netns = run_ok(&["ip", "netns", "list"]);
     assert!(!netns.contains(&pod.netns), "namespace left: {netns}");
-    let links = run(&["ip", "-o", "link", "show"]);
+    let links = run_ok(&["ip", "-o", "link", "show"]);
     assert!(!links.contains(&pod.bridge), "bridge left: {links}");
-    let routes = run(&["ip", "-4", "route", "show"]);
+    let routes = run_ok(&["ip", "-4", "route", "show"]);
     assert!(
         !routes.contains(&format!("10.99.{subnet_octet}.0/24")),
         "route left: {routes}"
@@ -293,7 +259,7 @@ impl Drop for Container<'_> {
 }
 
 backend_tests!(runnc_runs_httpd_in_cni_pod, |b| {
-    if skip() {
+    if skip_unless_cni() {
         return;
     }
     let image = example("httpd");
@@ -359,7 +325,7 @@ backend_tests!(runnc_runs_httpd_in_cni_pod, |b| {
         id: id.clone(),
     };
     assert_eq!(runnc_status(&root, &id).as_deref(), Some("created"));
-    let links = run(&[
+    let links = run_ok(&[
         "ip", "netns", "exec", &pod.netns, "ip", "-o", "link", "show",
     ]);
     assert!(links.contains("stap0"), "no tap after create: {links}");
@@ -377,11 +343,11 @@ backend_tests!(runnc_runs_httpd_in_cni_pod, |b| {
     }
     runnc(&root, &log, &["delete", &id]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(runnc_status(&root, &id), None, "state left after delete");
-    let links = run(&[
+    let links = run_ok(&[
         "ip", "netns", "exec", &pod.netns, "ip", "-o", "link", "show",
     ]);
     assert!(!links.contains("stap0"), "tap left after delete: {links}");
-    let qdiscs = run(&[
+    let qdiscs = run_ok(&[
         "ip", "netns", "exec", &pod.netns, "tc", "qdisc", "show", "dev", "eth0",
     ]);
     assert!(!qdiscs.contains("ingress"), "eth0 ingress left: {qdiscs}");
@@ -393,8 +359,8 @@ backend_tests!(runnc_runs_httpd_in_cni_pod, |b| {
     drop(container);
 
     pod.teardown().expect("CNI DEL and teardown");
-    let netns = run(&["ip", "netns", "list"]);
+    let netns = run_ok(&["ip", "netns", "list"]);
     assert!(!netns.contains(&pod.netns), "namespace left: {netns}");
-    let links = run(&["ip", "-o", "link", "show"]);
+    let links = run_ok(&["ip", "-o", "link", "show"]);
     assert!(!links.contains(&pod.bridge), "bridge left: {links}");
 });
