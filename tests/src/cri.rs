@@ -430,6 +430,142 @@ impl Clients {
     }
 }
 
+/// The client suite's unknown-id checks, shared by septem-cri's and containerd's runs:
+/// Status/Start/Stop/Create/ExecSync/Stats of ids that do not exist → NotFound;
+/// RemoveContainer, RemovePodSandbox and RemoveImage of them succeed (idempotent, as
+/// the CRI asks), StopPodSandbox succeeds or says NotFound; ImageStatus of an unknown
+/// image → no image.
+pub fn expect_unknown_ids(c: &Clients) {
+    expect_code(
+        crate::call!(
+            c,
+            runtime.container_status(cri::ContainerStatusRequest {
+                container_id: "nope".into(),
+                verbose: false,
+            })
+        ),
+        Code::NotFound,
+        "ContainerStatus",
+    );
+    expect_code(
+        crate::call!(
+            c,
+            runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: "nope".into(),
+                verbose: false,
+            })
+        ),
+        Code::NotFound,
+        "PodSandboxStatus",
+    );
+    expect_code(
+        crate::call!(
+            c,
+            runtime.start_container(cri::StartContainerRequest {
+                container_id: "nope".into(),
+            })
+        ),
+        Code::NotFound,
+        "StartContainer",
+    );
+    expect_code(
+        crate::call!(
+            c,
+            runtime.stop_container(cri::StopContainerRequest {
+                container_id: "nope".into(),
+                timeout: 1,
+            })
+        ),
+        Code::NotFound,
+        "StopContainer",
+    );
+    expect_code(
+        crate::call!(
+            c,
+            runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: "nope".into(),
+                ..Default::default()
+            })
+        ),
+        Code::NotFound,
+        "CreateContainer in an unknown pod",
+    );
+    expect_code(
+        crate::call!(
+            c,
+            runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: "nope".into(),
+                ..Default::default()
+            })
+        ),
+        Code::NotFound,
+        "ExecSync",
+    );
+    // Removing and stopping what is not there is fine (idempotent).
+    crate::call!(
+        c,
+        runtime.remove_container(cri::RemoveContainerRequest {
+            container_id: "nope".into(),
+        })
+    )
+    .expect("RemoveContainer of an unknown id");
+    // containerd 1.6 answers NotFound here (the kubelet takes it as stopped); septem-cri
+    // answers OK (its own test checks that).
+    let stop = crate::call!(
+        c,
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+    );
+    if let Err(s) = stop {
+        assert_eq!(
+            s.code(),
+            Code::NotFound,
+            "StopPodSandbox of an unknown id: {s:?}"
+        );
+    }
+    crate::call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+    )
+    .expect("RemovePodSandbox of an unknown id");
+    crate::call!(
+        c,
+        images.remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "example.com/absent:1".into(),
+                ..Default::default()
+            }),
+        })
+    )
+    .expect("RemoveImage of an unknown image");
+    let img = crate::call!(
+        c,
+        images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: "example.com/absent:1".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+    )
+    .expect("ImageStatus of an unknown image");
+    assert!(img.image.is_none());
+
+    expect_code(
+        crate::call!(
+            c,
+            runtime.container_stats(cri::ContainerStatsRequest {
+                container_id: "nope".into(),
+            })
+        ),
+        Code::NotFound,
+        "ContainerStats",
+    );
+}
+
 /// `Some(ImageSpec)` naming `image`.
 #[must_use]
 pub fn image_spec(image: &str) -> Option<cri::ImageSpec> {

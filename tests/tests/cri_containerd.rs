@@ -18,9 +18,9 @@ use k8s_cri::v1 as cri;
 use septem_tests::bin;
 use septem_tests::call;
 use septem_tests::cri::{
-    container_config, curl_until_200, image_spec, on_path, pod_config, push_example,
-    push_pause_image, run, skip_lifecycle, write_bridge_conflist, Bridge, Clients, ContainerdCri,
-    Registry, BUSYBOX,
+    container_config, curl_until_200, expect_unknown_ids, image_spec, on_path, pod_config,
+    push_example, push_pause_image, run, skip_lifecycle, write_bridge_conflist, Bridge, Clients,
+    ContainerdCri, Registry, BUSYBOX,
 };
 use septem_tests::runnc::cgroup_dirs;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,8 @@ fn containerd_cri_runs_a_unikernel_pod() {
     assert_eq!(v.runtime_name, "containerd");
     assert_eq!(v.runtime_api_version, "v1");
     c.expect_ready();
+    // The client suite's unknown-id checks, as against septem-cri.
+    expect_unknown_ids(&c);
 
     let image_id = c.pull(&reference);
     // containerd's image id is the config's digest.
