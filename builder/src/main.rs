@@ -226,6 +226,7 @@ impl RegistryArgs {
                 username: self.username.clone(),
                 password: self.password.clone(),
                 password_stdin: self.password_stdin,
+                token: None,
             },
             quiet: self.quiet,
         }

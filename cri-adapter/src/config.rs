@@ -59,6 +59,8 @@ pub struct FileConfig {
     pub runc: Option<PathBuf>,
     /// Backend for the `septem` runtime handler: auto, kvm or seccomp.
     pub default_backend: Option<String>,
+    /// Image references reported as pinned (never removed by RemoveImage).
+    pub pinned_images: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -97,6 +99,9 @@ pub struct Config {
     pub runc: Option<PathBuf>,
     /// Backend of the `septem` handler.
     pub default_backend: String,
+    /// Image references reported as pinned (the kubelet's image GC leaves them alone;
+    /// RemoveImage refuses them).
+    pub pinned_images: Vec<String>,
 }
 
 /// Checks a backend name.
@@ -153,13 +158,23 @@ mod tests {
         let f = dir.path().join("cri.toml");
         std::fs::write(
             &f,
-            "listen = \"/x.sock\"\ndefault-backend = \"kvm\"\ncni-bin-dir = \"/a:/b\"\n",
+            "listen = \"/x.sock\"\ndefault-backend = \"kvm\"\ncni-bin-dir = \"/a:/b\"\n\
+             pinned-images = [\"registry.example.com/septem/httpd:1\", \"busybox\"]\n",
         )
         .unwrap();
         let c = FileConfig::load(&f, false).unwrap();
         assert_eq!(c.listen.as_deref(), Some(Path::new("/x.sock")));
         assert_eq!(c.default_backend.as_deref(), Some("kvm"));
         assert_eq!(c.cni_bin_dir.as_deref(), Some("/a:/b"));
+        assert_eq!(
+            c.pinned_images.as_deref(),
+            Some(
+                &[
+                    "registry.example.com/septem/httpd:1".to_string(),
+                    "busybox".into()
+                ][..]
+            )
+        );
         std::fs::write(&f, "lisen = 1\n").unwrap();
         assert!(matches!(
             FileConfig::load(&f, false),

@@ -48,6 +48,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// RemoveImage of an image a pinned reference names.
+    #[error(
+        "image {image} is pinned (by {pin:?} in septem-cri's pinned-images): it is not removed; \
+         take it off pinned-images (or --pinned-image) and restart septem-cri to remove it"
+    )]
+    Pinned {
+        /// The image id.
+        image: String,
+        /// The pinned reference naming it.
+        pin: String,
+    },
     /// The stored layout is not what pull wrote.
     #[error("stored image {digest} is damaged: {reason}")]
     Damaged {
@@ -113,6 +124,48 @@ pub struct ImageConfig {
 pub struct Store {
     dir: PathBuf,
     index: Mutex<Index>,
+    /// References whose images are pinned (see [`Store::pin`]).
+    pinned: std::sync::RwLock<Vec<String>>,
+}
+
+/// Registry credentials of a pull (CRI `AuthConfig`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// User name and password (HTTP Basic, or for a token service's challenge).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A registry token, sent as `Authorization: Bearer`.
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+impl Credentials {
+    fn flags(self) -> septem_build::oci::auth::AuthFlags {
+        use septem_build::oci::auth::AuthFlags;
+        match self {
+            Credentials::Basic { username, password } => AuthFlags {
+                username: Some(username),
+                password: Some(password),
+                ..AuthFlags::default()
+            },
+            Credentials::Token(t) => AuthFlags {
+                token: Some(t),
+                ..AuthFlags::default()
+            },
+        }
+    }
 }
 
 /// A normalized reference: `registry/repo` plus tag and digest.
@@ -167,7 +220,34 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             index: Mutex::new(index),
+            pinned: std::sync::RwLock::new(Vec::new()),
         })
+    }
+
+    /// Pins the images `references` name (an id, `repo:tag` or `repo@digest`; a pinned
+    /// tag follows the tag to the image it names now). Every reference must parse.
+    pub fn pin(&self, references: &[String]) -> Result<(), Error> {
+        for r in references {
+            if !is_image_id(r) {
+                Name::parse(r)?;
+            }
+        }
+        *self
+            .pinned
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = references.to_vec();
+        Ok(())
+    }
+
+    /// The pinned reference that names `rec`, if any.
+    #[must_use]
+    pub fn pinned_by(&self, rec: &ImageRecord) -> Option<String> {
+        self.pinned
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|r| names(rec, r))
+            .cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -190,11 +270,7 @@ impl Store {
     }
 
     /// Pulls `reference` (blocking; call from a blocking thread) and returns the record.
-    pub fn pull(
-        &self,
-        reference: &str,
-        auth: Option<(String, String)>,
-    ) -> Result<ImageRecord, Error> {
+    pub fn pull(&self, reference: &str, auth: Option<Credentials>) -> Result<ImageRecord, Error> {
         let name = Name::parse(reference)?;
         let staging = self.dir.join(format!(
             ".pull-{}",
@@ -202,11 +278,7 @@ impl Store {
         ));
         let opts = RegistryOptions {
             insecure: false,
-            auth: septem_build::oci::auth::AuthFlags {
-                username: auth.as_ref().map(|a| a.0.clone()),
-                password: auth.map(|a| a.1),
-                password_stdin: false,
-            },
+            auth: auth.map(Credentials::flags).unwrap_or_default(),
             quiet: true,
         };
         let pulled = registry::pull(
@@ -285,10 +357,7 @@ impl Store {
         index
             .images
             .values()
-            .find(|r| match &name.digest {
-                Some(d) => r.id == *d || r.repo_digests.contains(&format!("{}@{d}", name.repo)),
-                None => name.repo_tag().is_some_and(|t| r.repo_tags.contains(&t)),
-            })
+            .find(|r| names_by_name(r, &name))
             .cloned()
     }
 
@@ -303,6 +372,9 @@ impl Store {
         let Some(rec) = self.find(image) else {
             return Ok(false);
         };
+        if let Some(pin) = self.pinned_by(&rec) {
+            return Err(Error::Pinned { image: rec.id, pin });
+        }
         let mut index = self.lock();
         index.images.remove(&rec.id);
         self.save(&index)?;
@@ -381,6 +453,28 @@ impl Store {
             user: c["User"].as_str().unwrap_or_default().to_string(),
             working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
         })
+    }
+}
+
+/// `sha256:<64 hex>` or the 64 hex digits alone.
+fn is_image_id(s: &str) -> bool {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `image` (an id or a reference) names `rec`.
+fn names(rec: &ImageRecord, image: &str) -> bool {
+    if is_image_id(image) {
+        return rec.id.trim_start_matches("sha256:") == image.trim_start_matches("sha256:");
+    }
+    Name::parse(image).is_ok_and(|n| names_by_name(rec, &n))
+}
+
+/// Whether the parsed reference `name` names `rec` (by digest, else by tag).
+fn names_by_name(rec: &ImageRecord, name: &Name) -> bool {
+    match &name.digest {
+        Some(d) => rec.id == *d || rec.repo_digests.contains(&format!("{}@{d}", name.repo)),
+        None => name.repo_tag().is_some_and(|t| rec.repo_tags.contains(&t)),
     }
 }
 
@@ -553,5 +647,58 @@ mod tests {
         assert!(!store.layout(&id).exists());
         assert!(!store.remove("example.com/septem/app:1").unwrap());
         assert!(store.list().is_empty());
+    }
+
+    #[test]
+    fn pinned_references_name_images_and_block_their_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = |hex: &str, tag: &str| {
+            let id = format!("sha256:{}", hex.repeat(64));
+            ImageRecord {
+                id: id.clone(),
+                repo_tags: vec![tag.into()],
+                repo_digests: vec![format!("docker.io/library/busybox@{id}")],
+                size: 1,
+                septem: false,
+            }
+        };
+        let (a, b) = (
+            rec("a", "docker.io/library/busybox:1"),
+            rec("c", "example.com/x:2"),
+        );
+        {
+            let mut index = store.lock();
+            index.images.insert(a.id.clone(), a.clone());
+            index.images.insert(b.id.clone(), b.clone());
+            store.save(&index).unwrap();
+        }
+        std::fs::create_dir_all(store.layout(&b.id)).unwrap();
+        assert!(store.pinned_by(&a).is_none());
+        store.pin(&["busybox:1".into()]).unwrap();
+        assert_eq!(store.pinned_by(&a).as_deref(), Some("busybox:1"));
+        assert!(store.pinned_by(&b).is_none());
+        store
+            .pin(&[b.id.trim_start_matches("sha256:").into()])
+            .unwrap();
+        assert!(store.pinned_by(&a).is_none(), "pins are replaced");
+        assert!(store.pinned_by(&b).is_some(), "by hex id");
+        store
+            .pin(&[format!("docker.io/library/busybox@{}", a.id)])
+            .unwrap();
+        assert!(store.pinned_by(&a).is_some(), "by digest");
+        match store.remove("busybox:1") {
+            Err(e @ Error::Pinned { .. }) => assert!(e.to_string().contains("pinned")),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.find(&a.id).is_some(), "a pinned image stays");
+        assert!(
+            store.remove("example.com/x:2").unwrap(),
+            "an unpinned one goes"
+        );
+        assert!(matches!(
+            store.pin(&["Bad Name!".into()]),
+            Err(Error::BadReference { .. })
+        ));
     }
 }

@@ -55,6 +55,10 @@ struct Args {
     /// Backend of the `septem` runtime handler: auto, kvm or seccomp [default: auto].
     #[arg(long, value_name = "BACKEND")]
     default_backend: Option<String>,
+    /// An image reported as pinned (kept by the kubelet's image GC, RemoveImage refused);
+    /// repeatable, replaces the file's `pinned-images`.
+    #[arg(long = "pinned-image", value_name = "REF")]
+    pinned_images: Vec<String>,
 }
 
 fn settings(args: Args) -> anyhow::Result<Config> {
@@ -89,6 +93,11 @@ fn settings(args: Args) -> anyhow::Result<Config> {
             .unwrap_or_else(config::default_runnc),
         runc: args.runc.or(file.runc),
         default_backend: config::check_backend(&backend)?,
+        pinned_images: if args.pinned_images.is_empty() {
+            file.pinned_images.unwrap_or_default()
+        } else {
+            args.pinned_images
+        },
     })
 }
 
@@ -144,6 +153,7 @@ fn main() -> anyhow::Result<()> {
     let _lock = lock_state_dir(&config.state_dir)?;
     reaper::init().context("becoming a child subreaper")?;
     let rt = runtime::Runtime::open(config.clone())?;
+    rt.images.pin(&config.pinned_images)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

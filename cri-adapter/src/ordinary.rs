@@ -232,7 +232,103 @@ pub fn adapt(
         "/proc/sys",
         "/proc/sysrq-trigger",
     ]);
+    devices(spec, config)
+}
+
+/// The request's devices as runc's: each host device node becomes an OCI
+/// `linux.devices` entry at its container path (type, major/minor, mode and owner of
+/// the node) and a cgroup rule allowing it with the request's permissions, after a
+/// deny-all rule, as containerd does (runc appends its default devices after them).
+pub fn devices(spec: &mut Value, config: &cri::ContainerConfig) -> Result<(), Error> {
+    if config.devices.is_empty() {
+        return Ok(());
+    }
+    let mut nodes = Vec::new();
+    let mut rules = vec![json!({ "allow": false, "access": "rwm" })];
+    for d in &config.devices {
+        let node = DeviceNode::of(d)?;
+        rules.push(json!({
+            "allow": true,
+            "type": node.kind,
+            "major": node.major,
+            "minor": node.minor,
+            "access": node.access,
+        }));
+        nodes.push(json!({
+            "path": d.container_path,
+            "type": node.kind,
+            "major": node.major,
+            "minor": node.minor,
+            "fileMode": node.mode,
+            "uid": node.uid,
+            "gid": node.gid,
+        }));
+    }
+    let linux = &mut spec["linux"];
+    linux["devices"] = Value::Array(nodes);
+    if !linux["resources"].is_object() {
+        linux["resources"] = json!({});
+    }
+    linux["resources"]["devices"] = Value::Array(rules);
     Ok(())
+}
+
+/// A host device node as runc wants it.
+#[derive(Debug, PartialEq, Eq)]
+struct DeviceNode {
+    /// `b` or `c`.
+    kind: &'static str,
+    major: u64,
+    minor: u64,
+    /// Permission bits of the node.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// cgroup access (`rwm` letters).
+    access: String,
+}
+
+impl DeviceNode {
+    fn of(d: &cri::Device) -> Result<DeviceNode, Error> {
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        let bad = |why: String| {
+            Error::InvalidArgument(format!(
+                "device {:?} → {:?}: {why}",
+                d.host_path, d.container_path
+            ))
+        };
+        if !d.container_path.starts_with('/') {
+            return Err(bad("the container path must be absolute".into()));
+        }
+        let access = if d.permissions.is_empty() {
+            "rwm".to_string()
+        } else {
+            d.permissions.clone()
+        };
+        if access.chars().any(|c| !"rwm".contains(c)) {
+            return Err(bad(format!(
+                "permissions {access:?} are not cgroup device permissions (letters of rwm)"
+            )));
+        }
+        let meta = std::fs::metadata(&d.host_path).map_err(|e| bad(e.to_string()))?;
+        let kind = if meta.file_type().is_block_device() {
+            "b"
+        } else if meta.file_type().is_char_device() {
+            "c"
+        } else {
+            return Err(bad("the host path is not a device node".into()));
+        };
+        let rdev = meta.rdev();
+        Ok(DeviceNode {
+            kind,
+            major: ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
+            minor: (rdev & 0xff) | ((rdev >> 12) & !0xff),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            access,
+        })
+    }
 }
 
 /// What ExecSync ran.
@@ -340,6 +436,66 @@ pub fn exec_sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_nodes_become_oci_devices_and_cgroup_rules() {
+        let mut spec = json!({ "linux": { "resources": { "cpu": { "shares": 2 } } } });
+        let config = cri::ContainerConfig {
+            devices: vec![
+                cri::Device {
+                    container_path: "/dev/mynull".into(),
+                    host_path: "/dev/null".into(),
+                    permissions: "rw".into(),
+                },
+                cri::Device {
+                    container_path: "/dev/z".into(),
+                    host_path: "/dev/zero".into(),
+                    permissions: String::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        devices(&mut spec, &config).unwrap();
+        let linux = &spec["linux"];
+        assert_eq!(linux["devices"][0]["path"], "/dev/mynull");
+        assert_eq!(linux["devices"][0]["type"], "c");
+        assert_eq!(linux["devices"][0]["major"], 1);
+        assert_eq!(linux["devices"][0]["minor"], 3);
+        assert_eq!(linux["devices"][1]["minor"], 5);
+        let rules = &linux["resources"]["devices"];
+        assert_eq!(rules[0], json!({ "allow": false, "access": "rwm" }));
+        assert_eq!(
+            rules[1],
+            json!({ "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw" })
+        );
+        assert_eq!(rules[2]["access"], "rwm");
+        assert_eq!(
+            linux["resources"]["cpu"]["shares"], 2,
+            "other resources kept"
+        );
+
+        let refuse = |host: &str, container: &str, perms: &str| {
+            let config = cri::ContainerConfig {
+                devices: vec![cri::Device {
+                    container_path: container.into(),
+                    host_path: host.into(),
+                    permissions: perms.into(),
+                }],
+                ..Default::default()
+            };
+            match devices(&mut json!({ "linux": {} }), &config) {
+                Err(Error::InvalidArgument(m)) => m,
+                other => panic!("{host} {container} {perms}: {other:?}"),
+            }
+        };
+        assert!(refuse("/etc/hostname", "/dev/x", "rw").contains("not a device node"));
+        assert!(refuse("/dev/null", "dev/x", "rw").contains("absolute"));
+        assert!(refuse("/dev/null", "/dev/x", "rwx").contains("rwm"));
+        assert!(!refuse("/nonexistent", "/dev/x", "r").is_empty());
+        let mut none = json!({ "linux": {} });
+        devices(&mut none, &cri::ContainerConfig::default()).unwrap();
+        assert!(none["linux"].get("devices").is_none());
+    }
 
     #[test]
     fn users_resolve_numerically_and_by_name() {

@@ -2,7 +2,7 @@
 //! Blocking work runs on tokio's blocking threads; every method answers (what a
 //! unikernel cannot do gets a status saying why; what is not built yet says so).
 
-use crate::images::{self, PullFailure};
+use crate::images::{self, Credentials, PullFailure};
 use crate::runtime::{self, Runtime};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -48,6 +48,7 @@ fn to_status(e: runtime::Error) -> Status {
         E::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         E::Cni(e) => Status::internal(format!("CNI: {e}")),
         E::Image(e @ images::Error::BadReference { .. }) => Status::invalid_argument(e.to_string()),
+        E::Image(e @ images::Error::Pinned { .. }) => Status::failed_precondition(e.to_string()),
         E::Image(images::Error::Pull { reference, source }) => {
             let m = format!("pulling {reference}: {source:#}");
             match images::classify(&source) {
@@ -57,7 +58,10 @@ fn to_status(e: runtime::Error) -> Status {
                      images with gzip layers"
                 )),
                 PullFailure::BadReference => Status::invalid_argument(m),
-                PullFailure::Auth => Status::unauthenticated(m),
+                PullFailure::Auth => Status::unauthenticated(format!(
+                    "{m}; the registry refused the pull's credentials (the kubelet sends them \
+                     from the pod's imagePullSecrets as AuthConfig)"
+                )),
                 PullFailure::Unreachable => Status::unavailable(m),
                 PullFailure::Integrity => Status::data_loss(m),
                 PullFailure::BadLayer => Status::failed_precondition(format!(
@@ -71,10 +75,6 @@ fn to_status(e: runtime::Error) -> Status {
     }
 }
 
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("not implemented yet in septem-cri: {method}"))
-}
-
 fn unikernel_cannot(what: &str) -> Status {
     Status::failed_precondition(format!(
         "{what} is not possible in a Septem unikernel container: it runs one application \
@@ -83,10 +83,17 @@ fn unikernel_cannot(what: &str) -> Status {
     ))
 }
 
-fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<(String, String)>, Status> {
+/// The pull credentials of a CRI `AuthConfig`: `username`/`password`, else `auth`
+/// (base64 `user:password`), else `registry_token`, else `identity_token` — both tokens
+/// are sent as `Authorization: Bearer` (septem-build's pull does not run the OAuth2
+/// refresh-token exchange of the distribution token spec with an identity token).
+fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
     let Some(a) = auth else { return Ok(None) };
     if !a.username.is_empty() {
-        return Ok(Some((a.username, a.password)));
+        return Ok(Some(Credentials::Basic {
+            username: a.username,
+            password: a.password,
+        }));
     }
     if !a.auth.is_empty() {
         use base64::Engine as _;
@@ -98,17 +105,21 @@ fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<(String, String)>
         let (u, p) = text
             .split_once(':')
             .ok_or_else(|| Status::invalid_argument("AuthConfig.auth is not user:password"))?;
-        return Ok(Some((u.to_string(), p.to_string())));
+        return Ok(Some(Credentials::Basic {
+            username: u.to_string(),
+            password: p.to_string(),
+        }));
     }
-    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
-        return Err(Status::invalid_argument(
-            "identity and registry tokens are not supported yet by septem-cri: give username/password",
-        ));
+    if !a.registry_token.is_empty() {
+        return Ok(Some(Credentials::Token(a.registry_token)));
+    }
+    if !a.identity_token.is_empty() {
+        return Ok(Some(Credentials::Token(a.identity_token)));
     }
     Ok(None)
 }
 
-fn to_image(r: &images::ImageRecord) -> cri::Image {
+fn to_image(r: &images::ImageRecord, pinned: bool) -> cri::Image {
     cri::Image {
         id: r.id.clone(),
         repo_tags: r.repo_tags.clone(),
@@ -120,7 +131,7 @@ fn to_image(r: &images::ImageRecord) -> cri::Image {
             image: r.id.clone(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned,
     }
 }
 
@@ -474,11 +485,23 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
+    /// Unimplemented, as containerd answers when it cannot checkpoint, whatever the id
+    /// (the method itself is what the runtime lacks), saying why for the container's kind.
     async fn checkpoint_container(
         &self,
-        _: Request<cri::CheckpointContainerRequest>,
+        req: Request<cri::CheckpointContainerRequest>,
     ) -> R<cri::CheckpointContainerResponse> {
-        Err(not_yet("CheckpointContainer"))
+        const UNIKERNEL: &str = "a unikernel container cannot be checkpointed by septem-cri: \
+            the guest's memory and device state live in its septem-run monitor, which can \
+            neither save nor restore a running guest";
+        const ORDINARY: &str = "not implemented yet in septem-cri: CheckpointContainer of an \
+            ordinary container (runc's CRIU checkpoints are not driven)";
+        let id = req.into_inner().container_id;
+        Err(Status::unimplemented(match self.rt.is_septem(&id) {
+            Ok(true) => format!("CheckpointContainer: {UNIKERNEL}"),
+            Ok(false) => ORDINARY.to_string(),
+            Err(_) => format!("{ORDINARY}; {UNIKERNEL} (no container {id:?} anyway)"),
+        }))
     }
 
     type GetContainerEventsStream = std::pin::Pin<
@@ -512,14 +535,19 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(not_yet("ListMetricDescriptors"))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: runtime::metric_descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(not_yet("ListPodSandboxMetrics"))
+        let pod_metrics = self.blocking(|rt| Ok(rt.list_pod_metrics())).await?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn runtime_config(
@@ -546,9 +574,11 @@ impl ImageService for Cri {
             .and_then(|f| f.image)
             .map(|i| i.image)
             .filter(|i| !i.is_empty());
+        let store = &self.rt.images;
+        let image = |r: &images::ImageRecord| to_image(r, store.pinned_by(r).is_some());
         let images = match want {
-            Some(i) => self.rt.images.find(&i).iter().map(to_image).collect(),
-            None => self.rt.images.list().iter().map(to_image).collect(),
+            Some(i) => store.find(&i).iter().map(image).collect(),
+            None => store.list().iter().map(image).collect(),
         };
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
@@ -569,7 +599,9 @@ impl ImageService for Cri {
             _ => HashMap::new(),
         };
         Ok(Response::new(cri::ImageStatusResponse {
-            image: found.as_ref().map(to_image),
+            image: found
+                .as_ref()
+                .map(|r| to_image(r, self.rt.images.pinned_by(r).is_some())),
             info,
         }))
     }

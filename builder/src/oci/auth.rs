@@ -1,5 +1,6 @@
-//! Registry credentials: `--username` with `--password` or `--password-stdin`, else the
-//! `auths` entry for the registry in Docker's config file (`$DOCKER_CONFIG/config.json`,
+//! Registry credentials: a registry token (library callers: septem-cri's `AuthConfig`),
+//! sent as `Authorization: Bearer`; else `--username` with `--password` or
+//! `--password-stdin`, else the `auths` entry for the registry in Docker's config file (`$DOCKER_CONFIG/config.json`,
 //! default `~/.docker/config.json`; `auth` is base64 `user:password`), else anonymous.
 //! oci-client answers both `Basic` and `Bearer` (token service) challenges with them.
 
@@ -18,6 +19,9 @@ pub struct AuthFlags {
     pub password: Option<String>,
     /// `--password-stdin`: read the password from the first line of standard input.
     pub password_stdin: bool,
+    /// A registry (bearer) token, sent as is in `Authorization: Bearer` on every request
+    /// (no token-service exchange); excludes the others.
+    pub token: Option<String>,
 }
 
 /// Where the credentials came from, for messages.
@@ -25,6 +29,8 @@ pub struct AuthFlags {
 pub enum AuthSource {
     /// `--username`/`--password(-stdin)`.
     Flags,
+    /// A registry token.
+    Token,
     /// The Docker config file.
     DockerConfig(PathBuf),
     /// No credentials.
@@ -35,6 +41,7 @@ impl std::fmt::Display for AuthSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthSource::Flags => f.write_str("credentials from the command line"),
+            AuthSource::Token => f.write_str("a registry token (Authorization: Bearer)"),
             AuthSource::DockerConfig(p) => write!(f, "credentials from {}", p.display()),
             AuthSource::Anonymous => f.write_str("no credentials (anonymous)"),
         }
@@ -45,6 +52,12 @@ impl std::fmt::Display for AuthSource {
 pub fn resolve(registry: &str, flags: &AuthFlags) -> anyhow::Result<(RegistryAuth, AuthSource)> {
     if flags.password.is_some() && flags.password_stdin {
         bail!("--password and --password-stdin exclude each other");
+    }
+    if let Some(token) = &flags.token {
+        if flags.username.is_some() || flags.password.is_some() || flags.password_stdin {
+            bail!("a registry token excludes a user name and password");
+        }
+        return Ok((RegistryAuth::Bearer(token.clone()), AuthSource::Token));
     }
     if let Some(user) = &flags.username {
         let password = if flags.password_stdin {
@@ -143,6 +156,32 @@ fn normalize_host(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_a_bearer_and_excludes_a_password() {
+        let flags = AuthFlags {
+            token: Some("t0k".into()),
+            ..AuthFlags::default()
+        };
+        let (auth, source) = resolve("127.0.0.1:5000", &flags).unwrap();
+        assert_eq!(auth, RegistryAuth::Bearer("t0k".into()));
+        assert_eq!(source, AuthSource::Token);
+        let both = AuthFlags {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..flags
+        };
+        assert!(resolve("127.0.0.1:5000", &both).is_err());
+        let basic = AuthFlags {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..AuthFlags::default()
+        };
+        assert_eq!(
+            resolve("127.0.0.1:5000", &basic).unwrap().0,
+            RegistryAuth::Basic("u".into(), "p".into())
+        );
+    }
 
     #[test]
     fn docker_config_entries() {

@@ -1,6 +1,6 @@
 //! Containers: runnc bundles, their lifecycle and exit statuses.
 
-use super::spec::{mounts, oci_resources};
+use super::spec::{oci_resources, unikernel_mounts};
 use super::{internal, labels_match, Container, Error, Pod, PodState, Runtime};
 use crate::logs::LogFile;
 use crate::{images, logs, reaper, unpack, util};
@@ -51,6 +51,7 @@ impl Runtime {
                 "image {image_ref:?} not found: pull it first (PullImage)"
             ))
         })?;
+        super::admit::admit(&pod, &config, &image)?;
         if config.tty || config.stdin {
             return Err(Error::InvalidArgument(if image.septem {
                 "a unikernel container has no terminal and no standard input: tty and stdin must be false".into()
@@ -95,8 +96,9 @@ impl Runtime {
             images::unpack(&ic.layers, &bundle.join("rootfs"))
                 .map_err(internal("unpacking the image layer"))?;
             let mut spec = self.spec(id, pod, config, &ic);
-            spec["mounts"] =
-                Value::Array(mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?);
+            spec["mounts"] = Value::Array(
+                unikernel_mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?,
+            );
             spec
         } else {
             let rootfs = bundle.join("rootfs");

@@ -15,13 +15,16 @@
 //! threads. Each pod and container id has a lock of its own, so operations on one
 //! object are serialized while different pods proceed in parallel.
 
+mod admit;
 mod containers;
+mod metrics;
 mod pods;
 mod spec;
 mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::metric_descriptors;
 pub(crate) use spec::mounts;
 
 use crate::config::Config;

@@ -1,6 +1,6 @@
 //! The OCI runtime spec (config.json) of a container.
 
-use super::{Pod, Runtime};
+use super::{admit, Pod, Runtime};
 use crate::images;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
@@ -58,6 +58,36 @@ pub(crate) fn mounts(
         }
     }
     Ok(out)
+}
+
+/// A unikernel's mounts: [`mounts`] plus its block devices. Each device (checked by
+/// `admit`: `/septem/block/<name>` and a regular file) becomes a bind mount of its host
+/// file onto `/septem/block/<name>`, which runnc attaches as the guest's block device
+/// `<name>`; read-only unless its cgroup permissions have `w`.
+pub(super) fn unikernel_mounts(
+    dir: &Path,
+    pod: &Pod,
+    config: &cri::ContainerConfig,
+) -> std::io::Result<Vec<Value>> {
+    let mut out = mounts(dir, pod, config)?;
+    out.extend(block_device_mounts(config));
+    Ok(out)
+}
+
+/// The request's devices as runnc's block device bind mounts.
+pub(super) fn block_device_mounts(config: &cri::ContainerConfig) -> Vec<Value> {
+    config
+        .devices
+        .iter()
+        .map(|d| {
+            json!({
+                "destination": d.container_path,
+                "source": d.host_path,
+                "type": "bind",
+                "options": ["rbind", if admit::writable(d) { "rw" } else { "ro" }],
+            })
+        })
+        .collect()
 }
 
 /// CRI resources as OCI `linux.resources` (memory limit, CPU shares/quota/period).

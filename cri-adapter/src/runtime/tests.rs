@@ -10,6 +10,7 @@ fn runtime(dir: &Path) -> Arc<Runtime> {
         runnc: "/nonexistent/runnc".into(),
         runc: None,
         default_backend: "auto".into(),
+        pinned_images: vec![],
     })
     .unwrap()
 }
