@@ -14,6 +14,8 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 command -v containerd >/dev/null || need_apt+=(containerd)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+# htpasswd for the registry with auth of tests/tests/cri_api.rs.
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # Network end-to-end tests (tests/tests/servers.rs): clients run in a test netns.
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -1,0 +1,1102 @@
+//! septem-cri's API surface beyond the pod flow, through real gRPC (k8s-cri's tonic
+//! clients on the unix socket), a real registry (Debian's `docker-registry` on
+//! loopback, with htpasswd auth where needed) and real CNI:
+//!
+//! - `every_method_answers`: each RuntimeService and ImageService method of k8s-cri 0.11
+//!   answers a bare server; the unsupported ones with their code and a message.
+//! - `pinned_images_and_registry_credentials`: `pinned-images` in the config file →
+//!   ListImages/ImageStatus `pinned`, RemoveImage refused (`FailedPrecondition`); a
+//!   registry with htpasswd auth refuses a pull without or with wrong credentials or a
+//!   bearer token it does not know (`Unauthenticated`), and accepts username/password
+//!   and `auth` (base64 `user:password`).
+//! - `block_devices_reach_the_guest`: CRI `devices` (`/septem/block/<name>`, files on
+//!   the host) become the `block_rw` guest's block devices (its writes land in the file,
+//!   the read-only one refuses writes); other container paths are `InvalidArgument`.
+//! - `ordinary_images_handlers_devices_and_metrics`: `septem-seccomp`/`septem-kvm` refuse
+//!   an ordinary image (`InvalidArgument`), `septem` runs it; an ordinary container's
+//!   device node reaches it through runc; ListPodSandboxMetrics reports its CPU, memory
+//!   and the pod's eth0 counters.
+//!
+//! Each test prints `SKIPPED: <reason>` when what it needs is missing.
+
+use k8s_cri::v1 as cri;
+use septem_tests::call;
+use septem_tests::cri::{
+    expect_code, free_port, have_registry, on_path, pod_config, push_example, skip_lifecycle,
+    Bridge, Clients, Registry, Server, BUSYBOX, REGISTRY_BIN,
+};
+use septem_tests::{bin, guest};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const USER: &str = "kubelet";
+const PASSWORD: &str = "s3cret:with-colon";
+
+/// Debian's docker-registry with htpasswd auth (bcrypt, made by apache2-utils'
+/// `htpasswd`) on a free loopback port; killed on drop.
+struct AuthRegistry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl AuthRegistry {
+    fn start() -> AuthRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = dir.path().join("htpasswd");
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .expect("run htpasswd");
+        assert!(out.status.success(), "htpasswd: {out:?}");
+        std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             auth:\n  htpasswd:\n    realm: septem-test\n    path: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("storage").display(),
+            htpasswd.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config.yml");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = AuthRegistry { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start: {}",
+                reg.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+fn pull(c: &Clients, image: &str, auth: Option<cri::AuthConfig>) -> Result<String, tonic::Status> {
+    call!(
+        c,
+        images.pull_image(cri::PullImageRequest {
+            image: spec(image),
+            auth,
+            sandbox_config: None,
+        })
+    )
+    .map(|r| r.image_ref)
+}
+
+fn image_status(c: &Clients, image: &str) -> Option<cri::Image> {
+    call!(
+        c,
+        images.image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose: false,
+        })
+    )
+    .expect("ImageStatus")
+    .image
+}
+
+/// `septem-build push FILE REF` (with credentials when given); the reference.
+fn push(file: &Path, reference: &str, creds: Option<(&str, &str)>) -> String {
+    let mut cmd = Command::new(bin("septem-build"));
+    cmd.arg("push").arg(file).arg(reference).arg("-q");
+    if let Some((u, p)) = creds {
+        cmd.args(["--username", u, "--password", p]);
+    }
+    let out = cmd.output().expect("septem-build push");
+    assert!(
+        out.status.success(),
+        "push {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference.to_string()
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: spec(image),
+        command: command.iter().map(|s| (*s).to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// A septem-cri on a bridge network of its own (`sptap<N><tag>`, `subnet`), started.
+fn server_with_network(dir: &Path, tag: char, subnet: &str) -> (Server, Bridge) {
+    let server = Server::new(dir);
+    let bridge = Bridge(format!("sptap{}{tag}", std::process::id() % 10_000));
+    septem_tests::cri::write_bridge_conflist(
+        &server.cni_conf,
+        "septem-cri-api-test",
+        &bridge.0,
+        subnet,
+        &dir.join("ipam"),
+    );
+    (server, bridge)
+}
+
+fn run_pod(c: &Clients, sandbox: &cri::PodSandboxConfig, handler: &str) -> String {
+    call!(
+        c,
+        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: handler.into(),
+        })
+    )
+    .expect("RunPodSandbox")
+    .pod_sandbox_id
+}
+
+fn remove_pod(c: &Clients, id: &str) {
+    call!(
+        c,
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+    )
+    .expect("StopPodSandbox");
+    call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+    )
+    .expect("RemovePodSandbox");
+}
+
+fn create(
+    c: &Clients,
+    pod: &str,
+    sandbox: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    call!(
+        c,
+        runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+    )
+    .map(|r| r.container_id)
+}
+
+fn start(c: &Clients, id: &str) {
+    call!(
+        c,
+        runtime.start_container(cri::StartContainerRequest {
+            container_id: id.into(),
+        })
+    )
+    .expect("StartContainer");
+}
+
+fn status(c: &Clients, id: &str) -> cri::ContainerStatus {
+    call!(
+        c,
+        runtime.container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+    )
+    .expect("ContainerStatus")
+    .status
+    .expect("status")
+}
+
+fn wait_exited(c: &Clients, id: &str, timeout: Duration) -> cri::ContainerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status(c, id);
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} still {:?}", s.state);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every method of both services answers a bare septem-cri (no CNI config, no pods):
+/// what works answers OK, what cannot or is not built answers its code and says why.
+#[test]
+fn every_method_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(tmp.path());
+    server.start();
+    let c = Clients::new(&server.socket);
+    let nope = || "nope".to_string();
+
+    // Answers OK.
+    call!(c, runtime.version(cri::VersionRequest::default())).expect("Version");
+    call!(c, runtime.status(cri::StatusRequest::default())).expect("Status");
+    call!(c, runtime.runtime_config(cri::RuntimeConfigRequest {})).expect("RuntimeConfig");
+    call!(
+        c,
+        runtime.update_runtime_config(cri::UpdateRuntimeConfigRequest::default())
+    )
+    .expect("UpdateRuntimeConfig");
+    call!(
+        c,
+        runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+    )
+    .expect("ListPodSandbox");
+    call!(
+        c,
+        runtime.list_containers(cri::ListContainersRequest::default())
+    )
+    .expect("ListContainers");
+    call!(
+        c,
+        runtime.list_container_stats(cri::ListContainerStatsRequest::default())
+    )
+    .expect("ListContainerStats");
+    call!(
+        c,
+        runtime.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+    )
+    .expect("ListPodSandboxStats");
+    let d = call!(
+        c,
+        runtime.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+    )
+    .expect("ListMetricDescriptors")
+    .descriptors;
+    for want in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_usage_bytes",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+    ] {
+        let m = d.iter().find(|m| m.name == want).expect(want);
+        assert!(!m.help.is_empty() && !m.label_keys.is_empty(), "{m:?}");
+    }
+    let pm = call!(
+        c,
+        runtime.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+    )
+    .expect("ListPodSandboxMetrics");
+    assert!(pm.pod_metrics.is_empty(), "{pm:?}");
+    call!(
+        c,
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: nope()
+        })
+    )
+    .expect("StopPodSandbox of an unknown id (idempotent)");
+    call!(
+        c,
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: nope()
+        })
+    )
+    .expect("RemovePodSandbox of an unknown id (idempotent)");
+    call!(
+        c,
+        runtime.remove_container(cri::RemoveContainerRequest {
+            container_id: nope()
+        })
+    )
+    .expect("RemoveContainer of an unknown id (idempotent)");
+    call!(c, images.list_images(cri::ListImagesRequest::default())).expect("ListImages");
+    call!(
+        c,
+        images.image_status(cri::ImageStatusRequest {
+            image: spec("example.com/none:1"),
+            verbose: false
+        })
+    )
+    .expect("ImageStatus of a missing image (empty)");
+    call!(
+        c,
+        images.remove_image(cri::RemoveImageRequest {
+            image: spec("example.com/none:1")
+        })
+    )
+    .expect("RemoveImage of a missing image (idempotent)");
+    call!(c, images.image_fs_info(cri::ImageFsInfoRequest {})).expect("ImageFsInfo");
+    {
+        let mut client = c.runtime.clone();
+        let stream = c.rt.block_on(async move {
+            client
+                .get_container_events(cri::GetEventsRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        stream.expect("GetContainerEvents opens a stream");
+    }
+
+    // Answers a status that says why.
+    let mut refused: Vec<(&str, Code, String)> = Vec::new();
+    let mut check = |what: &'static str, r: Result<(), tonic::Status>, code: Code| {
+        let m = expect_code(r, code, what);
+        assert!(!m.is_empty(), "{what}: empty message");
+        refused.push((what, code, m));
+    };
+    let pod = || cri::PodSandboxStatusRequest {
+        pod_sandbox_id: nope(),
+        verbose: false,
+    };
+    check(
+        "PodSandboxStatus",
+        call!(c, runtime.pod_sandbox_status(pod())).map(drop),
+        Code::NotFound,
+    );
+    check(
+        "RunPodSandbox without a config",
+        call!(
+            c,
+            runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        )
+        .map(drop),
+        Code::InvalidArgument,
+    );
+    check(
+        "CreateContainer",
+        call!(
+            c,
+            runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: nope(),
+                ..Default::default()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "StartContainer",
+        call!(
+            c,
+            runtime.start_container(cri::StartContainerRequest {
+                container_id: nope()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "StopContainer",
+        call!(
+            c,
+            runtime.stop_container(cri::StopContainerRequest {
+                container_id: nope(),
+                timeout: 0
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "ContainerStatus",
+        call!(
+            c,
+            runtime.container_status(cri::ContainerStatusRequest {
+                container_id: nope(),
+                verbose: false
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "UpdateContainerResources",
+        call!(
+            c,
+            runtime.update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: nope(),
+                ..Default::default()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "ReopenContainerLog",
+        call!(
+            c,
+            runtime.reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: nope()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "ExecSync",
+        call!(
+            c,
+            runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: nope(),
+                cmd: vec!["true".into()],
+                timeout: 1
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "Exec",
+        call!(
+            c,
+            runtime.exec(cri::ExecRequest {
+                container_id: nope(),
+                cmd: vec!["sh".into()],
+                stdout: true,
+                ..Default::default()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "Attach",
+        call!(
+            c,
+            runtime.attach(cri::AttachRequest {
+                container_id: nope(),
+                stdout: true,
+                ..Default::default()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "PortForward",
+        call!(
+            c,
+            runtime.port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: nope(),
+                port: vec![80]
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "ContainerStats",
+        call!(
+            c,
+            runtime.container_stats(cri::ContainerStatsRequest {
+                container_id: nope()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "PodSandboxStats",
+        call!(
+            c,
+            runtime.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: nope()
+            })
+        )
+        .map(drop),
+        Code::NotFound,
+    );
+    check(
+        "CheckpointContainer",
+        call!(
+            c,
+            runtime.checkpoint_container(cri::CheckpointContainerRequest {
+                container_id: nope(),
+                ..Default::default()
+            })
+        )
+        .map(drop),
+        Code::Unimplemented,
+    );
+    check(
+        "PullImage without an image",
+        call!(c, images.pull_image(cri::PullImageRequest::default())).map(drop),
+        Code::InvalidArgument,
+    );
+    let (_, _, checkpoint) = refused
+        .iter()
+        .find(|(w, _, _)| *w == "CheckpointContainer")
+        .expect("checkpoint");
+    assert!(
+        checkpoint.contains("unikernel") && checkpoint.contains("ordinary"),
+        "{checkpoint}"
+    );
+    for (what, code, m) in &refused {
+        eprintln!("{what}: {code:?}: {m}");
+    }
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// The registry tests need docker-registry and apache2-utils' htpasswd.
+fn skip_auth_registry() -> bool {
+    if !have_registry() {
+        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+        return true;
+    }
+    if !on_path("htpasswd") {
+        eprintln!("SKIPPED: htpasswd is missing (apt-get install apache2-utils)");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn pinned_images_and_registry_credentials() {
+    if skip_auth_registry() {
+        return;
+    }
+    let reg = AuthRegistry::start();
+    let pinned = push(
+        &septem_tests::example("httpd"),
+        &format!("{}/septem/httpd:1", reg.addr),
+        Some((USER, PASSWORD)),
+    );
+    let other = push(
+        &guest("hello"),
+        &format!("{}/septem/hello:1", reg.addr),
+        Some((USER, PASSWORD)),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(tmp.path());
+    // Server::start passes --config <dir>/cri.toml: the pin goes there.
+    std::fs::write(
+        tmp.path().join("cri.toml"),
+        format!("default-backend = \"seccomp\"\npinned-images = [\"{pinned}\"]\n"),
+    )
+    .expect("write cri.toml");
+    server.start();
+    let c = Clients::new(&server.socket);
+
+    // Credentials: none, wrong ones, and a bearer token htpasswd does not know are
+    // refused with Unauthenticated, saying so.
+    let m = expect_code(pull(&c, &pinned, None), Code::Unauthenticated, "no creds");
+    assert!(m.contains(&reg.addr) && m.contains("credentials"), "{m}");
+    let wrong = cri::AuthConfig {
+        username: USER.into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    expect_code(
+        pull(&c, &pinned, Some(wrong)),
+        Code::Unauthenticated,
+        "wrong password",
+    );
+    let token = cri::AuthConfig {
+        registry_token: "not-a-token-this-registry-knows".into(),
+        ..Default::default()
+    };
+    let m = expect_code(
+        pull(&c, &pinned, Some(token)),
+        Code::Unauthenticated,
+        "registry token",
+    );
+    assert!(m.contains("Bearer"), "{m}");
+    let bad_auth = cri::AuthConfig {
+        auth: "!!".into(),
+        ..Default::default()
+    };
+    expect_code(
+        pull(&c, &pinned, Some(bad_auth)),
+        Code::InvalidArgument,
+        "auth not base64",
+    );
+    assert!(image_status(&c, &pinned).is_none(), "nothing stored yet");
+
+    // username/password, and auth = base64(user:password).
+    let pinned_id = pull(
+        &c,
+        &pinned,
+        Some(cri::AuthConfig {
+            username: USER.into(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap_or_else(|e| panic!("pull with username/password: {e:?}\n{}", reg.log()));
+    let other_id = {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        pull(
+            &c,
+            &other,
+            Some(cri::AuthConfig {
+                auth,
+                ..Default::default()
+            }),
+        )
+        .expect("pull with auth")
+    };
+    assert_ne!(pinned_id, other_id);
+
+    // Pinned: reported, and not removed.
+    let st = image_status(&c, &pinned).expect("pinned image stored");
+    assert!(st.pinned, "{st:?}");
+    assert!(!image_status(&c, &other).expect("other stored").pinned);
+    let listed = call!(c, images.list_images(cri::ListImagesRequest::default()))
+        .expect("ListImages")
+        .images;
+    assert_eq!(listed.len(), 2);
+    for i in &listed {
+        assert_eq!(i.pinned, i.id == pinned_id, "{i:?}");
+    }
+    for name in [pinned.clone(), pinned_id.clone()] {
+        let m = expect_code(
+            call!(
+                c,
+                images.remove_image(cri::RemoveImageRequest { image: spec(&name) })
+            ),
+            Code::FailedPrecondition,
+            "RemoveImage of a pinned image",
+        );
+        assert!(m.contains("pinned") && m.contains(&pinned), "{m}");
+    }
+    assert!(image_status(&c, &pinned).is_some(), "still there");
+    call!(
+        c,
+        images.remove_image(cri::RemoveImageRequest {
+            image: spec(&other)
+        })
+    )
+    .expect("RemoveImage of an unpinned image");
+    assert!(image_status(&c, &other).is_none());
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// A file of `sectors` 512-byte sectors whose byte at offset `o` is `f(o)`.
+fn disk_file(path: &Path, len: u64, f: impl Fn(u64) -> u8) -> PathBuf {
+    let bytes: Vec<u8> = (0..len).map(f).collect();
+    std::fs::write(path, bytes).expect("write disk file");
+    path.to_path_buf()
+}
+
+#[test]
+fn block_devices_reach_the_guest() {
+    if skip_lifecycle() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = push(
+        &guest("block_rw"),
+        &format!("{}/septem/block_rw:1", reg.addr),
+        None,
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, _bridge) = server_with_network(tmp.path(), 'b', "10.93.1.0/24");
+    server.start();
+    let c = Clients::new(&server.socket);
+    pull(&c, &image, None).expect("pull block_rw");
+
+    // The files the guest gets: `disk` read-write (block_rw's pattern), `ro` read-only.
+    let disk = disk_file(&tmp.path().join("disk.img"), 8192 * 512, |o| {
+        (o * 7 % 251) as u8
+    });
+    let ro = disk_file(&tmp.path().join("ro.img"), 4096, |o| (o * 3 % 256) as u8);
+    let log_dir = tmp.path().join("logs");
+    let sandbox = pod_config("block", &log_dir);
+    let pod = run_pod(&c, &sandbox, "septem-seccomp");
+    let device = |container: &str, host: &Path, permissions: &str| cri::Device {
+        container_path: container.into(),
+        host_path: host.display().to_string(),
+        permissions: permissions.into(),
+    };
+
+    // A device elsewhere than /septem/block/<name>, or a device node: refused, saying why.
+    let mut bad = container_config("bad", &image, &[]);
+    bad.devices = vec![device("/dev/xvdb", &disk, "rw")];
+    let m = expect_code(
+        create(&c, &pod, &sandbox, bad.clone()),
+        Code::InvalidArgument,
+        "device outside /septem/block",
+    );
+    assert!(
+        m.contains("/dev/xvdb") && m.contains("/septem/block/<name>"),
+        "{m}"
+    );
+    bad.devices = vec![device("/septem/block/disk", Path::new("/dev/null"), "rw")];
+    let m = expect_code(
+        create(&c, &pod, &sandbox, bad),
+        Code::InvalidArgument,
+        "a device node",
+    );
+    assert!(m.contains("not a regular file"), "{m}");
+
+    let mut config = container_config("block", &image, &[]);
+    config.devices = vec![
+        device("/septem/block/disk", &disk, "mrw"),
+        device("/septem/block/ro", &ro, "r"),
+    ];
+    let id = create(&c, &pod, &sandbox, config)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()));
+    // The bundle's mounts are runnc's block device convention.
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            server
+                .state()
+                .join(format!("containers/{id}/bundle/config.json")),
+        )
+        .expect("config.json"),
+    )
+    .expect("config.json parses");
+    let mounts = spec["mounts"].as_array().expect("mounts");
+    let mount = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .unwrap_or_else(|| panic!("no {dest} in {mounts:?}"))
+    };
+    assert_eq!(
+        mount("/septem/block/disk")["source"],
+        disk.display().to_string()
+    );
+    assert!(mount("/septem/block/disk")["options"]
+        .as_array()
+        .unwrap()
+        .contains(&"rw".into()));
+    assert!(mount("/septem/block/ro")["options"]
+        .as_array()
+        .unwrap()
+        .contains(&"ro".into()));
+
+    start(&c, &id);
+    let st = wait_exited(&c, &id, Duration::from_secs(60));
+    let log = std::fs::read_to_string(log_dir.join("block.log")).unwrap_or_default();
+    assert_eq!(st.exit_code, 0, "block_rw failed:\n{log}\n{}", server.log());
+    assert!(log.contains("block_rw: OK"), "{log}");
+    assert!(
+        log.contains("block_rw: ro index=1 sectors=8 sector_size=512 read_only=true"),
+        "{log}"
+    );
+    // The guest's writes are in the host file: the last sector is 0xc0s.
+    let bytes = std::fs::read(&disk).expect("read disk");
+    assert!(
+        bytes[bytes.len() - 512..].iter().all(|b| *b == 0xc0),
+        "the guest's write did not reach {}",
+        disk.display()
+    );
+    call!(
+        c,
+        runtime.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone()
+        })
+    )
+    .expect("RemoveContainer");
+    remove_pod(&c, &pod);
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// A one-layer busybox image whose command is `sleep 1000`, pushed to `reg`. Made with
+/// `umoci unpack`/`repack` (umoci 0.4.7's `insert` writes a tar without its end blocks,
+/// which septem-cri's pull refuses), copied by skopeo.
+fn push_sleeper(reg: &Registry, dir: &Path) -> String {
+    let layout = dir.join("sleeper.oci");
+    let bundle = dir.join("sleeper-bundle");
+    let image = format!("{}:1", layout.display());
+    let reference = format!("{}/other/sleeper:1", reg.addr);
+    let tool = |argv: &[&str]| {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tool(&["umoci", "init", "--layout", &layout.display().to_string()]);
+    tool(&["umoci", "new", "--image", &image]);
+    tool(&[
+        "umoci",
+        "unpack",
+        "--image",
+        &image,
+        &bundle.display().to_string(),
+    ]);
+    let bin_dir = bundle.join("rootfs/bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir rootfs/bin");
+    std::fs::copy(BUSYBOX, bin_dir.join("busybox")).expect("copy busybox");
+    for link in ["sh", "sleep", "ls"] {
+        std::os::unix::fs::symlink("busybox", bin_dir.join(link)).expect("symlink");
+    }
+    tool(&[
+        "umoci",
+        "repack",
+        "--image",
+        &image,
+        &bundle.display().to_string(),
+    ]);
+    tool(&[
+        "umoci",
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.env",
+        "PATH=/bin",
+        "--config.cmd",
+        "/bin/sleep",
+        "--config.cmd",
+        "1000",
+    ]);
+    tool(&[
+        "skopeo",
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{image}"),
+        &format!("docker://{reference}"),
+    ]);
+    reference
+}
+
+#[test]
+fn ordinary_images_handlers_devices_and_metrics() {
+    if skip_lifecycle() {
+        return;
+    }
+    for tool in ["umoci", "skopeo"] {
+        if !on_path(tool) {
+            eprintln!("SKIPPED: {tool} is missing (apt-get install {tool})");
+            return;
+        }
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        eprintln!("SKIPPED: {BUSYBOX} is missing (apt-get install busybox-static)");
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let busybox = push_sleeper(&reg, tmp.path());
+    let httpd = push_example(&reg, "httpd");
+    let (mut server, _bridge) = server_with_network(tmp.path(), 'o', "10.93.2.0/24");
+    server.start();
+    let c = Clients::new(&server.socket);
+    pull(&c, &busybox, None).expect("pull busybox");
+    pull(&c, &httpd, None).expect("pull httpd");
+    let log_dir = tmp.path().join("logs");
+
+    // Explicit unikernel handlers refuse the ordinary image, saying what to use.
+    for handler in ["septem-seccomp", "septem-kvm"] {
+        let sandbox = pod_config(&format!("strict-{}", &handler[7..]), &log_dir);
+        let pod = run_pod(&c, &sandbox, handler);
+        let m = expect_code(
+            create(&c, &pod, &sandbox, container_config("side", &busybox, &[])),
+            Code::InvalidArgument,
+            handler,
+        );
+        assert!(
+            m.contains("ordinary") && m.contains(handler) && m.contains("\"septem\""),
+            "{m}"
+        );
+        remove_pod(&c, &pod);
+    }
+
+    // `septem` runs it; a device node reaches it through runc, with the cgroup rule.
+    let sandbox = pod_config("mixed", &log_dir);
+    let pod = run_pod(&c, &sandbox, "septem");
+    let mut side = container_config("side", &busybox, &[]);
+    side.devices = vec![cri::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let side = create(&c, &pod, &sandbox, side)
+        .unwrap_or_else(|e| panic!("CreateContainer (busybox): {e:?}\n{}", server.log()));
+    start(&c, &side);
+    let out = call!(
+        c,
+        runtime.exec_sync(cri::ExecSyncRequest {
+            container_id: side.clone(),
+            cmd: [
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo x > /dev/mynull && /bin/busybox ls -l /dev/mynull"
+            ]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect(),
+            timeout: 10,
+        })
+    )
+    .expect("ExecSync");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with('c') && text.contains("1,   3"), "{text}");
+
+    // A unikernel in the same pod, and the pod's metrics.
+    let web = create(&c, &pod, &sandbox, container_config("web", &httpd, &[]))
+        .unwrap_or_else(|e| panic!("CreateContainer (httpd): {e:?}\n{}", server.log()));
+    start(&c, &web);
+    let metrics = call!(
+        c,
+        runtime.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+    )
+    .expect("ListPodSandboxMetrics")
+    .pod_metrics;
+    let pm = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == pod)
+        .unwrap_or_else(|| panic!("pod {pod} not in {metrics:?}"));
+    let value = |ms: &[cri::Metric], name: &str| -> (u64, Vec<String>) {
+        let m = ms
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {ms:?}"));
+        (
+            m.value.as_ref().expect("value").value,
+            m.label_values.clone(),
+        )
+    };
+    let (rx, labels) = value(&pm.metrics, "container_network_receive_bytes_total");
+    assert_eq!(labels, [pod.clone(), "mixed".into(), "eth0".into()]);
+    let _ = rx;
+    value(&pm.metrics, "container_network_transmit_bytes_total");
+    assert_eq!(pm.container_metrics.len(), 2, "{pm:?}");
+    for (id, name, image) in [(&side, "side", &busybox), (&web, "web", &httpd)] {
+        let cm = pm
+            .container_metrics
+            .iter()
+            .find(|m| m.container_id == **id)
+            .unwrap_or_else(|| panic!("{name} not in {pm:?}"));
+        let (mem, labels) = value(&cm.metrics, "container_memory_usage_bytes");
+        assert!(mem > 0, "{name}: memory {mem}");
+        assert_eq!(labels, [(*id).clone(), name.to_string(), (*image).clone()]);
+        value(&cm.metrics, "container_memory_working_set_bytes");
+        value(&cm.metrics, "container_cpu_usage_seconds_total");
+    }
+    let descriptors = call!(
+        c,
+        runtime.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+    )
+    .expect("ListMetricDescriptors")
+    .descriptors;
+    for m in pm
+        .metrics
+        .iter()
+        .chain(pm.container_metrics.iter().flat_map(|c| c.metrics.iter()))
+    {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == m.name)
+            .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(d.label_keys.len(), m.label_values.len(), "{}", m.name);
+    }
+
+    // The streaming calls: not built for ordinary containers, impossible in unikernels.
+    let exec = |id: &str| {
+        call!(
+            c,
+            runtime.exec(cri::ExecRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into()],
+                stdout: true,
+                ..Default::default()
+            })
+        )
+    };
+    let m = expect_code(exec(&side), Code::Unimplemented, "Exec (ordinary)");
+    assert!(m.contains("not implemented yet"), "{m}");
+    let m = expect_code(exec(&web), Code::FailedPrecondition, "Exec (unikernel)");
+    assert!(m.contains("unikernel"), "{m}");
+    let attach = |id: &str| {
+        call!(
+            c,
+            runtime.attach(cri::AttachRequest {
+                container_id: id.into(),
+                stdout: true,
+                ..Default::default()
+            })
+        )
+    };
+    expect_code(attach(&side), Code::Unimplemented, "Attach (ordinary)");
+    expect_code(attach(&web), Code::FailedPrecondition, "Attach (unikernel)");
+    let m = expect_code(
+        call!(
+            c,
+            runtime.port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![80],
+            })
+        ),
+        Code::FailedPrecondition,
+        "PortForward",
+    );
+    assert!(m.contains("pod IP"), "{m}");
+
+    // CheckpointContainer says why for each kind.
+    for (id, says) in [(&web, "septem-run"), (&side, "runc")] {
+        let m = expect_code(
+            call!(
+                c,
+                runtime.checkpoint_container(cri::CheckpointContainerRequest {
+                    container_id: id.clone(),
+                    ..Default::default()
+                })
+            ),
+            Code::Unimplemented,
+            "CheckpointContainer",
+        );
+        assert!(m.contains(says), "{m}");
+    }
+    for id in [&side, &web] {
+        call!(
+            c,
+            runtime.stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0
+            })
+        )
+        .expect("StopContainer");
+        call!(
+            c,
+            runtime.remove_container(cri::RemoveContainerRequest {
+                container_id: id.clone()
+            })
+        )
+        .expect("RemoveContainer");
+    }
+    remove_pod(&c, &pod);
+    assert_eq!(server.stop(), Some(0));
+}
