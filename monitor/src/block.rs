@@ -2,7 +2,9 @@
 //! (before sealing, before the KVM backend forks) and its `BootDevice`.
 //!
 //! The whole file is the disk: its size must be a non-zero multiple of
-//! [`BLOCK_SECTOR_SIZE`]. It is opened `O_RDWR` (or `O_RDONLY` with `,ro`), `O_DSYNC`
+//! [`BLOCK_SECTOR_SIZE`]. A host block device node (a loop device, a volume: what
+//! Kubernetes hands a runtime for a `volumeMode: Block` volume) is a disk too, its size
+//! from the `BLKGETSIZE64` ioctl. It is opened `O_RDWR` (or `O_RDONLY` with `,ro`), `O_DSYNC`
 //! with `,sync`, always `O_CLOEXEC`. The sealed monitor touches it only with
 //! `pread64`/`pwrite64` (see [`crate::host`]), at most [`BLOCK_IO_MAX`] bytes each.
 
@@ -96,12 +98,18 @@ pub fn open_block(
             "{opt}: is a directory; make a disk image of it with `septem-build disk {path} -o IMAGE.img`"
         )));
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(config(format!(
-            "{opt}: not a regular file; a block device must be a disk image file"
-        )));
-    }
-    let size = st.st_size as u64;
+    let size = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => st.st_size as u64,
+        libc::S_IFBLK => block_device_size(&fd).map_err(|source| RunError::HostSetup {
+            what: format!("{opt}: cannot read the block device's size"),
+            source,
+        })?,
+        _ => {
+            return Err(config(format!(
+                "{opt}: not a regular file or a block device node; a block device must be a disk image file or a host block device"
+            )))
+        }
+    };
     let sector = u64::from(BLOCK_SECTOR_SIZE);
     if size == 0 {
         return Err(config(format!(
@@ -119,6 +127,20 @@ pub fn open_block(
         sectors: size / sector,
         read_only,
     })
+}
+
+/// `BLKGETSIZE64` (`_IOR(0x12, 114, size_t)`): a block device's size in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+/// The size in bytes of the block device open on `fd`.
+fn block_device_size(fd: &OwnedFd) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at `size`;
+    // `fd` is open.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
 }
 
 /// A `BootDevice` for a block device named `name`.
@@ -200,6 +222,37 @@ mod tests {
         let e = err(odd.to_str().unwrap(), false);
         assert!(e.contains("1000 bytes, not a multiple of the 512-byte sector size; pad it with `truncate -s 1024 "), "{e}");
         assert!(err("/dev/null", true).contains("not a regular file"));
+    }
+
+    /// A loop device over a 4 KiB file opens as an 8-sector disk (root and a free loop
+    /// device needed: `losetup`).
+    #[test]
+    fn opens_a_block_device_node() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: attaching a loop device needs root");
+            return;
+        }
+        let d = dir("loop");
+        let p = d.0.join("backing.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&p)
+            .output();
+        let dev = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            other => {
+                eprintln!("SKIPPED: no loop device ({other:?})");
+                return;
+            }
+        };
+        let opened = open_block("disk", &dev, true, false);
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &dev])
+            .status();
+        let f = opened.unwrap();
+        assert_eq!((f.sectors, f.read_only), (8, true));
     }
 
     #[test]
