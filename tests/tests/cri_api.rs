@@ -734,7 +734,8 @@ fn block_devices_reach_the_guest() {
         permissions: permissions.into(),
     };
 
-    // A device elsewhere than /septem/block/<name>, or a device node: refused, saying why.
+    // A device elsewhere than /septem/block/<name>, or a character device: refused, saying
+    // why.
     let mut bad = container_config("bad", &image, &[]);
     bad.devices = vec![device("/dev/xvdb", &disk, "rw")];
     let m = expect_code(
@@ -750,16 +751,77 @@ fn block_devices_reach_the_guest() {
     let m = expect_code(
         create(&c, &pod, &sandbox, bad),
         Code::InvalidArgument,
-        "a device node",
+        "a character device",
     );
-    assert!(m.contains("not a regular file"), "{m}");
+    assert!(
+        m.contains("neither a regular file nor a block device"),
+        "{m}"
+    );
 
-    let mut config = container_config("block", &image, &[]);
+    run_block_rw(&c, &server, &pod, &sandbox, &image, &disk, &disk, &ro);
+    // The disk as a host block device node (a loop device over a fresh file): what the
+    // kubelet hands over for a volumeMode: Block volume.
+    let fresh = disk_file(&tmp.path().join("loop.img"), 8192 * 512, |o| {
+        (o * 7 % 251) as u8
+    });
+    match LoopDevice::attach(&fresh) {
+        Some(dev) => run_block_rw(&c, &server, &pod, &sandbox, &image, &dev.0, &fresh, &ro),
+        None => eprintln!("SKIPPED (loop device part): losetup found no free loop device"),
+    }
+    remove_pod(&c, &pod);
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// A loop device over a file (`losetup --find --show`); detached on drop.
+struct LoopDevice(PathBuf);
+
+impl LoopDevice {
+    fn attach(file: &Path) -> Option<LoopDevice> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Some(LoopDevice(PathBuf::from(dev)))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// Runs the `block_rw` guest with `disk_host` (whose contents are in `disk_file`) as
+/// its `disk` and `ro` read-only; checks its verdict, its write in `disk_file` and the
+/// bundle's mounts, then removes the container.
+#[allow(clippy::too_many_arguments)]
+fn run_block_rw(
+    c: &Clients,
+    server: &Server,
+    pod: &str,
+    sandbox: &cri::PodSandboxConfig,
+    image: &str,
+    disk_host: &Path,
+    disk_file: &Path,
+    ro: &Path,
+) {
+    let device = |container: &str, host: &Path, permissions: &str| cri::Device {
+        container_path: container.into(),
+        host_path: host.display().to_string(),
+        permissions: permissions.into(),
+    };
+    let disk = disk_host;
+    eprintln!("block_rw with disk {}", disk.display());
+    let log_dir = PathBuf::from(&sandbox.log_directory);
+    let mut config = container_config("block", image, &[]);
     config.devices = vec![
-        device("/septem/block/disk", &disk, "mrw"),
-        device("/septem/block/ro", &ro, "r"),
+        device("/septem/block/disk", disk, "mrw"),
+        device("/septem/block/ro", ro, "r"),
     ];
-    let id = create(&c, &pod, &sandbox, config)
+    let id = create(c, pod, sandbox, config)
         .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()));
     // The bundle's mounts are runnc's block device convention.
     let spec: serde_json::Value = serde_json::from_slice(
@@ -791,8 +853,8 @@ fn block_devices_reach_the_guest() {
         .unwrap()
         .contains(&"ro".into()));
 
-    start(&c, &id);
-    let st = wait_exited(&c, &id, Duration::from_secs(60));
+    start(c, &id);
+    let st = wait_exited(c, &id, Duration::from_secs(60));
     let log = std::fs::read_to_string(log_dir.join("block.log")).unwrap_or_default();
     assert_eq!(st.exit_code, 0, "block_rw failed:\n{log}\n{}", server.log());
     assert!(log.contains("block_rw: OK"), "{log}");
@@ -801,10 +863,11 @@ fn block_devices_reach_the_guest() {
         "{log}"
     );
     // The guest's writes are in the host file: the last sector is 0xc0s.
-    let bytes = std::fs::read(&disk).expect("read disk");
+    let bytes = std::fs::read(disk_file).expect("read disk");
     assert!(
         bytes[bytes.len() - 512..].iter().all(|b| *b == 0xc0),
-        "the guest's write did not reach {}",
+        "the guest's write did not reach {} (through {})",
+        disk_file.display(),
         disk.display()
     );
     call!(
@@ -814,8 +877,7 @@ fn block_devices_reach_the_guest() {
         })
     )
     .expect("RemoveContainer");
-    remove_pod(&c, &pod);
-    assert_eq!(server.stop(), Some(0));
+    std::fs::remove_file(log_dir.join("block.log")).expect("remove the log");
 }
 
 /// A one-layer busybox image whose command is `sleep 1000`, pushed to `reg`. Made with

@@ -7,13 +7,15 @@
 //!   the kind asked for, so it is refused. `septem` (auto) runs sidecars under runc.
 //! - A unikernel's devices are its block devices: `container_path` must be
 //!   `/septem/block/<name>` (runnc's convention, docs/runnc.md) and `host_path` a disk
-//!   image file (septem-run attaches regular files only).
+//!   image file or a host block device node (what the kubelet gives for a
+//!   `volumeMode: Block` volume), which septem-run attaches.
 //! - An ordinary container's devices are device nodes passed to runc
 //!   (`crate::ordinary::devices`).
 
 use super::{Error, Pod};
 use crate::images::ImageRecord;
 use k8s_cri::v1 as cri;
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 
 /// Where runnc looks for a unikernel's block devices in the bundle's mounts.
@@ -75,11 +77,11 @@ pub(crate) fn block_device_name(d: &cri::Device) -> Result<&str, Error> {
             d.host_path
         ))
     })?;
-    if !meta.is_file() {
+    if !meta.is_file() && !meta.file_type().is_block_device() {
         return Err(Error::InvalidArgument(format!(
-            "block device {name}: host path {:?} is not a regular file: septem-run attaches \
-             disk image files as a unikernel's block devices, not device nodes (a \
-             volumeMode: Block volume backed by a device is not supported yet; use a file)",
+            "block device {name}: host path {:?} is neither a regular file nor a block \
+             device node: septem-run attaches disk image files and host block devices as a \
+             unikernel's block devices",
             d.host_path
         )));
     }
@@ -138,7 +140,10 @@ mod tests {
         else {
             panic!("a device node accepted")
         };
-        assert!(m.contains("not a regular file"), "{m}");
+        assert!(
+            m.contains("neither a regular file nor a block device"),
+            "{m}"
+        );
         let missing = dir.path().join("none");
         assert!(block_device_name(&device("/septem/block/d", &missing, "rw")).is_err());
     }
