@@ -227,6 +227,7 @@ impl RegistryArgs {
                 password: self.password.clone(),
                 password_stdin: self.password_stdin,
                 token: None,
+                identity_token: None,
             },
             quiet: self.quiet,
         }

@@ -140,6 +140,9 @@ pub enum Credentials {
     },
     /// A registry token, sent as `Authorization: Bearer`.
     Token(String),
+    /// An identity token (OAuth2 refresh token), exchanged at the registry's token
+    /// service for the pull's bearer token.
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -147,6 +150,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
         }
     }
 }
@@ -162,6 +166,10 @@ impl Credentials {
             },
             Credentials::Token(t) => AuthFlags {
                 token: Some(t),
+                ..AuthFlags::default()
+            },
+            Credentials::IdentityToken(t) => AuthFlags {
+                identity_token: Some(t),
                 ..AuthFlags::default()
             },
         }

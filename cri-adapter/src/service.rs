@@ -84,9 +84,9 @@ fn unikernel_cannot(what: &str) -> Status {
 }
 
 /// The pull credentials of a CRI `AuthConfig`: `username`/`password`, else `auth`
-/// (base64 `user:password`), else `registry_token`, else `identity_token` — both tokens
-/// are sent as `Authorization: Bearer` (septem-build's pull does not run the OAuth2
-/// refresh-token exchange of the distribution token spec with an identity token).
+/// (base64 `user:password`), else `registry_token` (sent as `Authorization: Bearer`),
+/// else `identity_token` (exchanged at the registry's token service for a bearer token,
+/// the OAuth2 refresh-token flow of the distribution token spec).
 fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
     let Some(a) = auth else { return Ok(None) };
     if !a.username.is_empty() {
@@ -114,7 +114,7 @@ fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Sta
         return Ok(Some(Credentials::Token(a.registry_token)));
     }
     if !a.identity_token.is_empty() {
-        return Ok(Some(Credentials::Token(a.identity_token)));
+        return Ok(Some(Credentials::IdentityToken(a.identity_token)));
     }
     Ok(None)
 }

@@ -9,6 +9,9 @@
 //!   registry with htpasswd auth refuses a pull without or with wrong credentials or a
 //!   bearer token it does not know (`Unauthenticated`), and accepts username/password
 //!   and `auth` (base64 `user:password`).
+//! - `identity_token_through_a_token_service`: docker-registry with token auth and the
+//!   test's token service: `identity_token` is exchanged (OAuth2 refresh-token grant)
+//!   for the pull's bearer token; a wrong one is `Unauthenticated`.
 //! - `block_devices_reach_the_guest`: CRI `devices` (`/septem/block/<name>`, files on
 //!   the host) become the `block_rw` guest's block devices (its writes land in the file,
 //!   the read-only one refuses writes); other container paths are `InvalidArgument`.
@@ -34,8 +37,8 @@ use tonic::Code;
 const USER: &str = "kubelet";
 const PASSWORD: &str = "s3cret:with-colon";
 
-/// Debian's docker-registry with htpasswd auth (bcrypt, made by apache2-utils'
-/// `htpasswd`) on a free loopback port; killed on drop.
+/// Debian's docker-registry with an `auth:` section of its configuration, on a free
+/// loopback port, storing under `storage`; killed on drop.
 struct AuthRegistry {
     child: Child,
     dir: tempfile::TempDir,
@@ -43,7 +46,8 @@ struct AuthRegistry {
 }
 
 impl AuthRegistry {
-    fn start() -> AuthRegistry {
+    /// htpasswd auth (bcrypt, made by apache2-utils' `htpasswd`) for USER/PASSWORD.
+    fn htpasswd() -> AuthRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let htpasswd = dir.path().join("htpasswd");
         let out = Command::new("htpasswd")
@@ -52,13 +56,20 @@ impl AuthRegistry {
             .expect("run htpasswd");
         assert!(out.status.success(), "htpasswd: {out:?}");
         std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: septem-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        let storage = dir.path().join("storage");
+        AuthRegistry::start(dir, &auth, &storage)
+    }
+
+    fn start(dir: tempfile::TempDir, auth: &str, storage: &Path) -> AuthRegistry {
         let addr = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             auth:\n  htpasswd:\n    realm: septem-test\n    path: {}\n\
-             http:\n  addr: {addr}\n",
-            dir.path().join("storage").display(),
-            htpasswd.display()
+             {auth}http:\n  addr: {addr}\n",
+            storage.display(),
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write config.yml");
@@ -579,7 +590,7 @@ fn pinned_images_and_registry_credentials() {
     if skip_auth_registry() {
         return;
     }
-    let reg = AuthRegistry::start();
+    let reg = AuthRegistry::htpasswd();
     let pinned = push(
         &septem_tests::example("httpd"),
         &format!("{}/septem/httpd:1", reg.addr),
@@ -693,6 +704,250 @@ fn pinned_images_and_registry_credentials() {
     )
     .expect("RemoveImage of an unpinned image");
     assert!(image_status(&c, &other).is_none());
+    assert_eq!(server.stop(), Some(0));
+}
+
+const IDENTITY_TOKEN: &str = "refresh-token-of-kubelet";
+const TOKEN_SERVICE: &str = "septem-test-registry";
+const TOKEN_ISSUER: &str = "septem-test-issuer";
+
+/// A token service of the distribution token spec for the test's registry (docker-
+/// registry has none of its own): it answers the OAuth2 refresh-token grant for
+/// IDENTITY_TOKEN with an RS256 JWT (signed by `openssl dgst` with a self-signed key
+/// whose certificate is in the JWT's `x5c` and the registry's `rootcertbundle`) giving
+/// the scope's access; anything else is 401. Records the grants it saw.
+struct TokenService {
+    addr: String,
+    cert: PathBuf,
+    grants: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn form_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenService {
+    fn start(dir: &Path) -> TokenService {
+        let key = dir.join("token-key.pem");
+        let cert = dir.join("token-cert.pem");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=septem-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl req");
+        assert!(out.status.success(), "openssl req: {out:?}");
+        // x5c is the certificate's DER in standard base64: the PEM's body.
+        let x5c: String = std::fs::read_to_string(&cert)
+            .expect("read cert")
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let grants = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&grants);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = Self::answer(conn, &key, &x5c, &seen);
+            }
+        });
+        TokenService { addr, cert, grants }
+    }
+
+    fn answer(
+        mut conn: std::net::TcpStream,
+        key: &Path,
+        x5c: &str,
+        seen: &std::sync::Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let mut reader = std::io::BufReader::new(conn.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let form: std::collections::HashMap<String, String> = String::from_utf8_lossy(&body)
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (form_decode(k), form_decode(v)))
+            .collect();
+        let grant = form.get("grant_type").cloned().unwrap_or_default();
+        let scope = form.get("scope").cloned().unwrap_or_default();
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("{} {grant} {scope}", request_line.trim()));
+        let ok = request_line.starts_with("POST ")
+            && grant == "refresh_token"
+            && form.get("refresh_token").map(String::as_str) == Some(IDENTITY_TOKEN)
+            && form.get("service").map(String::as_str) == Some(TOKEN_SERVICE);
+        let (status, json) = if ok {
+            let jwt = Self::jwt(key, x5c, &scope);
+            (
+                "200 OK",
+                serde_json::json!({ "access_token": jwt, "expires_in": 300 }).to_string(),
+            )
+        } else {
+            (
+                "401 Unauthorized",
+                r#"{"error":"invalid_grant"}"#.to_string(),
+            )
+        };
+        write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{json}",
+            json.len()
+        )
+    }
+
+    /// An RS256 JWT granting `scope` (`repository:NAME:ACTIONS`).
+    fn jwt(key: &Path, x5c: &str, scope: &str) -> String {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let mut parts = scope.splitn(3, ':');
+        let (kind, name, actions) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5c": [x5c] });
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER, "sub": USER, "aud": TOKEN_SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}"),
+            "access": [{ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }],
+        });
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut child = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run openssl dgst");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(signed.as_bytes())
+            .expect("write to openssl");
+        let out = child.wait_with_output().expect("openssl dgst");
+        format!("{signed}.{}", b64(&out.stdout))
+    }
+
+    fn grants(&self) -> Vec<String> {
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// An identity token (CRI `AuthConfig.identity_token`) is exchanged at the registry's
+/// token service (OAuth2 refresh-token grant) for the pull's bearer token.
+#[test]
+fn identity_token_through_a_token_service() {
+    if !have_registry() {
+        eprintln!("SKIPPED: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+        return;
+    }
+    if !on_path("openssl") {
+        eprintln!("SKIPPED: openssl is missing (apt-get install openssl)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let storage = tmp.path().join("storage");
+    // The image goes in through the same storage with no auth, then the registry is
+    // served with token auth.
+    {
+        let open = AuthRegistry::start(tempfile::tempdir().expect("tempdir"), "", &storage);
+        push(
+            &guest("hello"),
+            &format!("{}/septem/hello:1", open.addr),
+            None,
+        );
+    }
+    let tokens = TokenService::start(tmp.path());
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    \
+         issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+        tokens.addr,
+        tokens.cert.display()
+    );
+    let reg = AuthRegistry::start(tempfile::tempdir().expect("tempdir"), &auth, &storage);
+    let image = format!("{}/septem/hello:1", reg.addr);
+    let mut server = Server::new(&tmp.path().join("cri"));
+    server.start();
+    let c = Clients::new(&server.socket);
+
+    let m = expect_code(pull(&c, &image, None), Code::Unauthenticated, "anonymous");
+    assert!(m.contains(&reg.addr), "{m}");
+    let identity = |token: &str| {
+        Some(cri::AuthConfig {
+            identity_token: token.into(),
+            ..Default::default()
+        })
+    };
+    let m = expect_code(
+        pull(&c, &image, identity("not-the-token")),
+        Code::Unauthenticated,
+        "a wrong identity token",
+    );
+    assert!(
+        m.contains("token service") && m.contains("invalid_grant"),
+        "{m}"
+    );
+    let id = pull(&c, &image, identity(IDENTITY_TOKEN))
+        .unwrap_or_else(|e| panic!("pull with the identity token: {e:?}\n{}", reg.log()));
+    assert!(id.starts_with("sha256:"), "{id}");
+    let grants = tokens.grants();
+    assert!(
+        grants.iter().any(|g| g.starts_with("POST /token")
+            && g.ends_with("refresh_token repository:septem/hello:pull")),
+        "{grants:?}"
+    );
     assert_eq!(server.stop(), Some(0));
 }
 

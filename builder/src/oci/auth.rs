@@ -1,8 +1,10 @@
 //! Registry credentials: a registry token (library callers: septem-cri's `AuthConfig`),
-//! sent as `Authorization: Bearer`; else `--username` with `--password` or
-//! `--password-stdin`, else the `auths` entry for the registry in Docker's config file (`$DOCKER_CONFIG/config.json`,
-//! default `~/.docker/config.json`; `auth` is base64 `user:password`), else anonymous.
-//! oci-client answers both `Basic` and `Bearer` (token service) challenges with them.
+//! sent as `Authorization: Bearer`, or an identity token, exchanged for one
+//! ([`super::token`]); else `--username` with `--password` or `--password-stdin`, else
+//! the `auths` entry for the registry in Docker's config file
+//! (`$DOCKER_CONFIG/config.json`, default `~/.docker/config.json`; `auth` is base64
+//! `user:password`), else anonymous. oci-client answers both `Basic` and `Bearer`
+//! (token service) challenges with user and password.
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
@@ -22,6 +24,10 @@ pub struct AuthFlags {
     /// A registry (bearer) token, sent as is in `Authorization: Bearer` on every request
     /// (no token-service exchange); excludes the others.
     pub token: Option<String>,
+    /// An identity token (OAuth2 refresh token): exchanged at the registry's token
+    /// service for the bearer token of each push or pull ([`super::token`]); excludes
+    /// the others.
+    pub identity_token: Option<String>,
 }
 
 /// Where the credentials came from, for messages.
@@ -31,6 +37,8 @@ pub enum AuthSource {
     Flags,
     /// A registry token.
     Token,
+    /// An identity token (exchanged for a bearer token).
+    IdentityToken,
     /// The Docker config file.
     DockerConfig(PathBuf),
     /// No credentials.
@@ -42,6 +50,9 @@ impl std::fmt::Display for AuthSource {
         match self {
             AuthSource::Flags => f.write_str("credentials from the command line"),
             AuthSource::Token => f.write_str("a registry token (Authorization: Bearer)"),
+            AuthSource::IdentityToken => {
+                f.write_str("an identity token (exchanged at the registry's token service)")
+            }
             AuthSource::DockerConfig(p) => write!(f, "credentials from {}", p.display()),
             AuthSource::Anonymous => f.write_str("no credentials (anonymous)"),
         }
@@ -53,11 +64,21 @@ pub fn resolve(registry: &str, flags: &AuthFlags) -> anyhow::Result<(RegistryAut
     if flags.password.is_some() && flags.password_stdin {
         bail!("--password and --password-stdin exclude each other");
     }
-    if let Some(token) = &flags.token {
-        if flags.username.is_some() || flags.password.is_some() || flags.password_stdin {
-            bail!("a registry token excludes a user name and password");
+    let basic = flags.username.is_some() || flags.password.is_some() || flags.password_stdin;
+    match (&flags.token, &flags.identity_token) {
+        (Some(_), Some(_)) => bail!("a registry token and an identity token exclude each other"),
+        (Some(_), None) | (None, Some(_)) if basic => {
+            bail!("a registry or identity token excludes a user name and password")
         }
-        return Ok((RegistryAuth::Bearer(token.clone()), AuthSource::Token));
+        (Some(token), None) => return Ok((RegistryAuth::Bearer(token.clone()), AuthSource::Token)),
+        // The exchange happens at push/pull time (it needs the repository's scope).
+        (None, Some(token)) => {
+            return Ok((
+                RegistryAuth::Bearer(token.clone()),
+                AuthSource::IdentityToken,
+            ))
+        }
+        (None, None) => {}
     }
     if let Some(user) = &flags.username {
         let password = if flags.password_stdin {
@@ -181,6 +202,25 @@ mod tests {
             resolve("127.0.0.1:5000", &basic).unwrap().0,
             RegistryAuth::Basic("u".into(), "p".into())
         );
+        let identity = AuthFlags {
+            identity_token: Some("refresh".into()),
+            ..AuthFlags::default()
+        };
+        assert_eq!(
+            resolve("127.0.0.1:5000", &identity).unwrap().1,
+            AuthSource::IdentityToken
+        );
+        let two = AuthFlags {
+            token: Some("t".into()),
+            ..identity.clone()
+        };
+        assert!(resolve("127.0.0.1:5000", &two).is_err());
+        let with_password = AuthFlags {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..identity
+        };
+        assert!(resolve("127.0.0.1:5000", &with_password).is_err());
     }
 
     #[test]

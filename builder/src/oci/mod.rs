@@ -4,7 +4,8 @@
 //! - [`package`]: `.septem` image (+ disks) → one-layer OCI image, reproducibly;
 //! - [`layout`]: read, verify and write image layouts and their tar archives;
 //! - [`reference`]: `NAME:TAG` and `REGISTRY/REPO:TAG` parsing, loopback detection;
-//! - [`auth`]: credentials from flags or `~/.docker/config.json`;
+//! - [`auth`]: credentials from flags or `~/.docker/config.json` (or tokens);
+//! - [`token`]: an identity token exchanged for a bearer token (OAuth2 refresh token);
 //! - [`registry`]: push and pull with `oci-client` on a tokio runtime local to them.
 //!
 //! See `docs/oci.md` for the layout, the annotations and what `runnc` reads.
@@ -14,6 +15,7 @@ pub mod layout;
 pub mod package;
 pub mod reference;
 pub mod registry;
+pub mod token;
 
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Write};

@@ -193,6 +193,23 @@ fn classify(
     }
 }
 
+/// The credentials to send: an identity token becomes the bearer token its exchange
+/// at the registry's token service yields; others are sent as they are.
+async fn bearer_for(
+    reference: &Reference,
+    auth: &RegistryAuth,
+    auth_source: &AuthSource,
+    operation: RegistryOperation,
+    opts: &RegistryOptions,
+) -> anyhow::Result<RegistryAuth> {
+    match (auth_source, auth) {
+        (AuthSource::IdentityToken, RegistryAuth::Bearer(identity)) => Ok(RegistryAuth::Bearer(
+            super::token::exchange(reference, identity, operation, opts.insecure).await?,
+        )),
+        _ => Ok(auth.clone()),
+    }
+}
+
 /// One line on stderr per blob, with percentages for large blobs.
 struct Progress<'a> {
     verb: &'a str,
@@ -336,6 +353,7 @@ async fn push_async(
 ) -> anyhow::Result<Pushed> {
     let client = client(reference, opts);
     let err = |e| classify(e, reference, auth_source, "pushing to");
+    let auth = &bearer_for(reference, auth, auth_source, RegistryOperation::Push, opts).await?;
     client
         .auth(reference, auth, RegistryOperation::Push)
         .await
@@ -445,6 +463,7 @@ async fn pull_async(
 ) -> anyhow::Result<Pulled> {
     let client = client(reference, opts);
     let err = |e| classify(e, reference, auth_source, "pulling");
+    let auth = &bearer_for(reference, auth, auth_source, RegistryOperation::Pull, opts).await?;
     client
         .auth(reference, auth, RegistryOperation::Pull)
         .await
