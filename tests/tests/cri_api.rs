@@ -719,6 +719,8 @@ const TOKEN_ISSUER: &str = "septem-test-issuer";
 struct TokenService {
     addr: String,
     cert: PathBuf,
+    key: PathBuf,
+    x5c: String,
     grants: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -767,12 +769,19 @@ impl TokenService {
         let addr = listener.local_addr().expect("addr").to_string();
         let grants = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = std::sync::Arc::clone(&grants);
+        let (signing_key, chain) = (key.clone(), x5c.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let _ = Self::answer(conn, &key, &x5c, &seen);
+                let _ = Self::answer(conn, &signing_key, &chain, &seen);
             }
         });
-        TokenService { addr, cert, grants }
+        TokenService {
+            addr,
+            cert,
+            key,
+            x5c,
+            grants,
+        }
     }
 
     fn answer(
@@ -942,6 +951,25 @@ fn identity_token_through_a_token_service() {
     let id = pull(&c, &image, identity(IDENTITY_TOKEN))
         .unwrap_or_else(|e| panic!("pull with the identity token: {e:?}\n{}", reg.log()));
     assert!(id.starts_with("sha256:"), "{id}");
+    // A registry token is sent as the bearer as it is: one the service issued pulls.
+    let registry_token =
+        TokenService::jwt(&tokens.key, &tokens.x5c, "repository:septem/hello:pull");
+    let granted = tokens.grants().len();
+    let again = pull(
+        &c,
+        &image,
+        Some(cri::AuthConfig {
+            registry_token,
+            ..Default::default()
+        }),
+    )
+    .expect("pull with a registry token");
+    assert_eq!(again, id);
+    assert_eq!(
+        tokens.grants().len(),
+        granted,
+        "no exchange for a registry token"
+    );
     let grants = tokens.grants();
     assert!(
         grants.iter().any(|g| g.starts_with("POST /token")
