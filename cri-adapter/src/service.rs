@@ -659,3 +659,61 @@ impl ImageService for Cri {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_configs_become_credentials_in_order() {
+        let basic = |u: &str, p: &str| {
+            Some(Credentials::Basic {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        let auth = |a: cri::AuthConfig| credentials(Some(a)).unwrap();
+        assert_eq!(credentials(None).unwrap(), None);
+        assert_eq!(auth(cri::AuthConfig::default()), None);
+        assert_eq!(
+            auth(cri::AuthConfig {
+                username: "u".into(),
+                password: "p".into(),
+                identity_token: "i".into(),
+                ..Default::default()
+            }),
+            basic("u", "p")
+        );
+        // base64("alice:s3cr:et"): the password keeps its colons.
+        assert_eq!(
+            auth(cri::AuthConfig {
+                auth: "YWxpY2U6czNjcjpldA==".into(),
+                ..Default::default()
+            }),
+            basic("alice", "s3cr:et")
+        );
+        assert_eq!(
+            auth(cri::AuthConfig {
+                registry_token: "r".into(),
+                identity_token: "i".into(),
+                ..Default::default()
+            }),
+            Some(Credentials::Token("r".into()))
+        );
+        assert_eq!(
+            auth(cri::AuthConfig {
+                identity_token: "i".into(),
+                ..Default::default()
+            }),
+            Some(Credentials::IdentityToken("i".into()))
+        );
+        for bad in ["!!", "bm9jb2xvbg=="] {
+            let e = credentials(Some(cri::AuthConfig {
+                auth: bad.into(),
+                ..Default::default()
+            }))
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+    }
+}
