@@ -12,6 +12,7 @@ mod ordinary;
 mod reaper;
 mod runtime;
 mod service;
+mod shim;
 mod unpack;
 mod util;
 
@@ -142,6 +143,12 @@ async fn shutdown_signal(rt: Arc<runtime::Runtime>) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The per-container shim is this binary in a hidden mode (shim.rs): no new path to
+    // configure, and it never goes through clap, the config file or tracing.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == shim::ARG) {
+        std::process::exit(shim::main(&argv[2..]));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEPTEM_CRI_LOG")

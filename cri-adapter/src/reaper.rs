@@ -1,13 +1,15 @@
-//! septem-cri is a child subreaper (`PR_SET_CHILD_SUBREAPER`): `runnc create` forks the
-//! container process and exits, so the container becomes septem-cri's child and its
-//! exit status (the guest's) can be collected with `waitpid`. Every other orphan of the
-//! subtree (e.g. the detached process in which septem-run closes a KVM VM) is reparented
-//! here too; the sweeper thread reaps those zombies.
+//! septem-cri is a child subreaper (`PR_SET_CHILD_SUBREAPER`), and so is each container's
+//! shim (`crate::shim`): `runnc create` forks the container process and exits, so the
+//! container becomes its shim's child, whose `waitpid` gets the exit status (the
+//! guest's). Orphans the shims leave behind (e.g. the detached process in which
+//! septem-run closes a KVM VM, still running when the shim exits) are reparented to
+//! septem-cri; the sweeper thread reaps those zombies.
 //!
 //! To not steal the status of a child someone waits for, every process septem-cri starts
-//! is registered (under the same lock as the sweep) and container pids are registered
-//! as soon as their waiter starts; an unregistered zombie is reaped only when it was
-//! already a zombie one sweep earlier.
+//! (external commands, shims) is registered under the same lock as the sweep; an
+//! unregistered zombie is reaped only when it was already a zombie one sweep earlier.
+//! Processes that are not our children (a shim started by an earlier septem-cri) are
+//! watched with [`wait_gone`].
 
 use std::collections::HashSet;
 use std::process::{Child, Command};
@@ -25,13 +27,19 @@ fn lock() -> std::sync::MutexGuard<'static, HashSet<i32>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Makes this process a child subreaper and starts the sweeper.
-pub fn init() -> std::io::Result<()> {
+/// Makes this process a child subreaper (orphans of its subtree become its children).
+pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no pointers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Makes this process a child subreaper and starts the sweeper.
+pub fn init() -> std::io::Result<()> {
+    become_subreaper()?;
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(sweeper)?;
@@ -44,11 +52,6 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     let child = cmd.spawn()?;
     set.insert(i32::try_from(child.id()).unwrap_or(-1));
     Ok(child)
-}
-
-/// Registers `pid` (a child someone will wait for).
-pub fn register(pid: i32) {
-    lock().insert(pid);
 }
 
 /// Forgets `pid` (waited for).
@@ -146,4 +149,57 @@ pub fn start_time(pid: i32) -> Option<u64> {
         return None;
     }
     f.get(19)?.parse().ok()
+}
+
+/// Blocks until process `pid`, started at `start` (clock ticks, see [`start_time`]),
+/// has ended (exited or a zombie): for processes that are not our children, e.g. a
+/// shim or a container septem-cri started before it restarted. A pidfd (`pidfd_open`
+/// + `poll`) when the kernel has them, else a check every 100 ms.
+pub fn wait_gone(pid: i32, start: u64) {
+    match pidfd_open(pid) {
+        Ok(pidfd) => {
+            // The pidfd names whatever has the pid now: ours only if it started then.
+            if start_time(pid) == Some(start) {
+                poll_readable(&pidfd);
+            }
+        }
+        Err(e) => {
+            tracing::debug!(pid, "pidfd_open: {e}; polling /proc instead");
+            while start_time(pid) == Some(start) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags; no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: pidfd_open returned a new descriptor that nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until the pidfd is readable (its process has ended).
+fn poll_readable(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: p is one valid pollfd; -1 waits without a timeout.
+        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        if rc > 0 {
+            return;
+        }
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
 }

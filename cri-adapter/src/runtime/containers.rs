@@ -1,9 +1,10 @@
 //! Containers: runnc bundles, their lifecycle and exit statuses.
 
 use super::spec::{oci_resources, unikernel_mounts};
+use super::waiter::Shim;
 use super::{internal, labels_match, Container, Error, Pod, PodState, Runtime};
 use crate::logs::LogFile;
-use crate::{images, logs, reaper, unpack, util};
+use crate::{images, logs, reaper, shim, unpack, util};
 use k8s_cri::v1 as cri;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -132,43 +133,41 @@ impl Runtime {
             logs::fifo(&dir.join("stdout.fifo")).map_err(internal("stdout fifo"))?;
         let (err_r, err_w) =
             logs::fifo(&dir.join("stderr.fifo")).map_err(internal("stderr fifo"))?;
-        let pid_file = dir.join("pid");
         let runnc_log = dir.join("runnc.log");
-        let mut cmd = self.runnc_cmd(Some(&runnc_log));
+        let (report_r, report_w) = logs::pipe().map_err(internal("the shim's report pipe"))?;
+        let mut cmd = self.shim_cmd(dir, &runnc_log);
         cmd.arg("create")
             .arg("--bundle")
             .arg(&bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(dir.join(shim::PID_FILE))
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(report_w))
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
-        let mut child = reaper::spawn(&mut cmd)
-            .map_err(internal(format!("running {}", self.config.runnc.display())))?;
+        let mut shim_child = reaper::spawn(&mut cmd).map_err(internal(
+            "starting the container's shim (septem-cri __shim)",
+        ))?;
         drop(cmd); // our copies of the write ends: EOF when the container is gone
         logs::copy(out_r, "stdout", log.clone()).map_err(internal("log thread"))?;
         logs::copy(err_r, "stderr", log.clone()).map_err(internal("log thread"))?;
-        let status = util::wait_timeout(&mut child, util::COMMAND_TIMEOUT);
-        reaper::forget(i32::try_from(child.id()).unwrap_or(-1));
-        let status = status.map_err(internal("waiting for runnc create"))?;
-        if !status.success() {
-            let msg = std::fs::read_to_string(&runnc_log).unwrap_or_default();
-            let last = msg
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            return Err(Error::Internal(format!(
-                "runnc create failed ({status}): {last}"
-            )));
-        }
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .map_err(internal("reading the pid file"))?
-            .trim()
-            .parse()
-            .map_err(|e| Error::Internal(format!("runnc's pid file: {e}")))?;
+        let shim_pid = i32::try_from(shim_child.id()).unwrap_or(-1);
+        let report = shim::read_report(
+            std::fs::File::from(report_r),
+            util::COMMAND_TIMEOUT + Duration::from_secs(10),
+        );
+        let pid = match report {
+            shim::Report::Created(pid) => pid,
+            shim::Report::Failed(why) => {
+                let _ = shim_child.kill();
+                let _ = shim_child.wait();
+                reaper::forget(shim_pid);
+                return Err(Error::Internal(format!(
+                    "{why}: {}",
+                    last_line(&std::fs::read_to_string(&runnc_log).unwrap_or_default())
+                )));
+            }
+        };
         let c = Container {
             id: id.to_string(),
             pod_id: pod.id.clone(),
@@ -184,76 +183,41 @@ impl Runtime {
             message: String::new(),
             pid,
             pid_start: reaper::start_time(pid).unwrap_or(0),
+            shim_pid,
+            shim_start: reaper::start_time(shim_pid).unwrap_or(0),
             log_file,
             log_path,
         };
-        self.save_container(c)?;
+        self.save_container(c.clone())?;
         self.logs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), log);
-        self.spawn_waiter(id, pid);
+        self.spawn_waiter(&c, Shim::Child(shim_pid));
         self.emit(id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent);
-        tracing::info!(container = %id, pod = %pod.id, pid, "container created");
+        tracing::info!(container = %id, pod = %pod.id, pid, shim_pid, "container created");
         Ok(())
     }
 
-    pub(super) fn spawn_waiter(self: &Arc<Self>, id: &str, pid: i32) {
-        reaper::register(pid);
-        self.waited
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_string());
-        let rt = Arc::clone(self);
-        let id_ = id.to_string();
-        let spawned = std::thread::Builder::new()
-            .name(format!("wait-{pid}"))
-            .spawn(move || {
-                let id = id_;
-                let status = reaper::wait(pid);
-                let (code, reason, message) = match status {
-                    Some(s) => {
-                        let code = reaper::exit_code(s);
-                        (
-                            code,
-                            if code == 0 { "Completed" } else { "Error" },
-                            String::new(),
-                        )
-                    }
-                    None => (
-                        255,
-                        "Unknown",
-                        "the container process was not septem-cri's child".to_string(),
-                    ),
-                };
-                tracing::info!(container = %id, pid, code, "container exited");
-                let c = rt
-                    .containers
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&id)
-                    .cloned();
-                if let Some(mut c) = c {
-                    c.finished_at = util::now_ns();
-                    c.exit_code = code;
-                    c.reason = reason.to_string();
-                    c.message = message;
-                    if rt.container_dir(&id).exists() {
-                        let pod_id = c.pod_id.clone();
-                        if let Err(e) = rt.save_container(c) {
-                            tracing::warn!(container = %id, "{e}");
-                        }
-                        rt.emit(&id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
-                    }
-                }
-                rt.waited
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&id);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(container = %id, "no waiter thread: {e}");
+    /// `septem-cri __shim <dir> <runnc> --root … --log <runnc_log>` (then the runnc
+    /// command), in a process group of its own. The binary is `/proc/self/exe`: the
+    /// running septem-cri, even after its file was replaced by an upgrade.
+    fn shim_cmd(&self, dir: &Path, runnc_log: &Path) -> std::process::Command {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg0("septem-cri-shim")
+            .arg(shim::ARG)
+            .arg(dir)
+            .arg(&self.config.runnc)
+            .arg("--root")
+            .arg(self.config.state_dir.join("runnc"))
+            .arg("--log")
+            .arg(runnc_log)
+            .process_group(0);
+        if let Some(runc) = &self.config.runc {
+            cmd.env("RUNNC_RUNC", runc);
         }
+        cmd
     }
 
     /// StartContainer.
@@ -364,7 +328,12 @@ impl Runtime {
         self.wait_exit(id, Duration::from_secs(2));
         let dir = self.container_dir(id);
         if dir.exists() {
+            // A shim may still be writing its exit record: once more after a moment.
             std::fs::remove_dir_all(&dir)
+                .or_else(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    std::fs::remove_dir_all(&dir)
+                })
                 .map_err(internal(format!("removing {}", dir.display())))?;
         }
         self.containers
@@ -594,4 +563,12 @@ impl Runtime {
             .map(|_| ())
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
     }
+}
+
+/// The last non-empty line of `text` (runnc's log: its error).
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
 }

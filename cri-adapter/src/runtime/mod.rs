@@ -6,10 +6,18 @@
 //!
 //! ```text
 //! <state>/pods/<id>.json             a pod (written atomically)
+//! <state>/pods/<id>.pending          a RunPodSandbox in progress (what to undo after a crash)
 //! <state>/containers/<id>/state.json a container
 //! <state>/containers/<id>/bundle/    its OCI bundle (config.json + rootfs)
+//! <state>/containers/<id>/exit.json  its exit status, written by its shim
 //! <state>/runnc/                     runnc --root
 //! ```
+//!
+//! Each container has a shim (`crate::shim`, this binary in a hidden mode) that waits
+//! for the container process and writes `exit.json`, so an exit survives a restart of
+//! septem-cri (`waiter.rs`). At start, `reconcile.rs` settles what a crash or a restart
+//! left: interrupted pod and container creates, runnc containers without a record,
+//! exits that happened while septem-cri was down.
 //!
 //! Everything here blocks (external commands): the gRPC layer calls it from blocking
 //! threads. Each pod and container id has a lock of its own, so operations on one
@@ -19,23 +27,25 @@ mod admit;
 mod containers;
 mod metrics;
 mod pods;
+mod reconcile;
 mod spec;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod waiter;
 
 pub use metrics::metric_descriptors;
 pub(crate) use spec::mounts;
 
 use crate::config::Config;
 use crate::images::{self, Store};
-use crate::logs::{self, LogFile};
-use crate::{cni, reaper, util};
+use crate::logs::LogFile;
+use crate::{cni, util};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -138,6 +148,12 @@ pub struct Container {
     pub pid: i32,
     /// Its start time in clock ticks (pid reuse check).
     pub pid_start: u64,
+    /// Its shim's pid (0: recorded before shims existed).
+    #[serde(default)]
+    pub shim_pid: i32,
+    /// The shim's start time in clock ticks (pid reuse check).
+    #[serde(default)]
+    pub shim_start: u64,
     /// The log file (kubelet's path, or our own).
     pub log_file: PathBuf,
     /// The log path reported to the kubelet ("" when it gave none).
@@ -167,7 +183,6 @@ pub struct Runtime {
     containers: RwLock<HashMap<String, Container>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     logs: Mutex<HashMap<String, Arc<LogFile>>>,
-    waited: Mutex<std::collections::HashSet<String>>,
     pod_cidr: Mutex<String>,
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     events: Mutex<Option<tokio::sync::broadcast::Sender<cri::ContainerEventResponse>>>,
@@ -199,7 +214,8 @@ pub(super) fn labels_match(
 }
 
 impl Runtime {
-    /// Opens the state directory and loads what is there.
+    /// Opens the state directory, loads what is there and reconciles it with the node
+    /// (`reconcile.rs`).
     pub fn open(config: Config) -> Result<Arc<Runtime>, Error> {
         let s = &config.state_dir;
         for d in ["pods", "containers", "runnc", "images"] {
@@ -207,53 +223,8 @@ impl Runtime {
                 .map_err(internal(format!("creating {}", s.join(d).display())))?;
         }
         let images = Store::open(&s.join("images"))?;
-        let mut pods = HashMap::new();
-        for e in std::fs::read_dir(s.join("pods"))
-            .map_err(internal("reading pods"))?
-            .flatten()
-        {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                match util::read_json::<Pod>(&p) {
-                    Ok(Some(mut pod)) => {
-                        // After a reboot the namespace is gone: the pod is not ready
-                        // (Stop/Remove still run CNI DEL to release its address).
-                        if pod.state == PodState::Ready && !pod.netns.exists() {
-                            tracing::warn!(pod = %pod.id, "network namespace gone: pod not ready");
-                            pod.state = PodState::NotReady;
-                        }
-                        pods.insert(pod.id.clone(), pod);
-                    }
-                    Ok(None) => {}
-                    Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
-                }
-            }
-        }
-        let mut containers = HashMap::new();
-        for e in std::fs::read_dir(s.join("containers"))
-            .map_err(internal("reading containers"))?
-            .flatten()
-        {
-            let p = e.path().join("state.json");
-            match util::read_json::<Container>(&p) {
-                Ok(Some(c)) => {
-                    containers.insert(c.id.clone(), c);
-                }
-                Ok(None) => {
-                    // A create interrupted by a crash (no state recorded): undo it.
-                    let id = e.file_name().to_string_lossy().into_owned();
-                    tracing::warn!(container = %id, "removing an unfinished create");
-                    let mut cmd = Command::new(&config.runnc);
-                    cmd.arg("--root").arg(s.join("runnc"));
-                    cmd.args(["delete", "--force", &id]);
-                    if let Err(err) = util::run(&mut cmd, None) {
-                        tracing::warn!(container = %id, "runnc delete: {err}");
-                    }
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-                Err(err) => tracing::warn!("ignoring {}: {err}", p.display()),
-            }
-        }
+        let pods = reconcile::load_pods(&s.join("pods"))?;
+        let (containers, unfinished) = reconcile::load_containers(&s.join("containers"))?;
         let pod_cidr = util::read_json::<String>(&s.join("pod-cidr.json"))
             .ok()
             .flatten()
@@ -263,41 +234,19 @@ impl Runtime {
             containers = containers.len(),
             "state loaded"
         );
-        let mut log_files = HashMap::new();
-        for c in containers.values() {
-            if c.finished_at != 0 || reaper::start_time(c.pid) != Some(c.pid_start) {
-                continue;
-            }
-            match Self::reattach_logs(&s.join("containers").join(&c.id), &c.log_file) {
-                Ok(log) => {
-                    log_files.insert(c.id.clone(), log);
-                }
-                Err(e) => tracing::warn!(container = %c.id, "output not reattached: {e}"),
-            }
-        }
         let rt = Arc::new(Runtime {
             config,
             images,
             pods: RwLock::new(pods),
             containers: RwLock::new(containers),
             locks: Mutex::new(HashMap::new()),
-            logs: Mutex::new(log_files),
-            waited: Mutex::new(std::collections::HashSet::new()),
+            logs: Mutex::new(HashMap::new()),
             pod_cidr: Mutex::new(pod_cidr),
             cpu_samples: Mutex::new(HashMap::new()),
             events: Mutex::new(Some(tokio::sync::broadcast::channel(1024).0)),
         });
+        rt.reconcile(&unfinished);
         Ok(rt)
-    }
-
-    /// Reopens a running container's FIFOs (septem-cri restarted) and copies them again.
-    fn reattach_logs(dir: &Path, log_file: &Path) -> std::io::Result<Arc<LogFile>> {
-        let log = LogFile::open(log_file)?;
-        for stream in ["stdout", "stderr"] {
-            let r = logs::open_reader(&dir.join(format!("{stream}.fifo")))?;
-            logs::copy(r, stream, log.clone())?;
-        }
-        Ok(log)
     }
 
     /// A receiver of the container (and pod) events from now on.
@@ -363,7 +312,6 @@ impl Runtime {
     }
 
     fn container(&self, id: &str) -> Option<Container> {
-        self.refresh(id);
         self.containers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -402,42 +350,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// A container whose process we cannot wait for (septem-cri restarted): exited when
-    /// its process is gone, exit status unknown.
-    fn refresh(&self, id: &str) {
-        let c = {
-            let map = self
-                .containers
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match map.get(id) {
-                Some(c) if c.finished_at == 0 && c.pid > 0 => c.clone(),
-                _ => return,
-            }
-        };
-        if self
-            .waited
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(id)
-        {
-            return;
-        }
-        if reaper::start_time(c.pid) == Some(c.pid_start) {
-            return;
-        }
-        let mut c = c;
-        let pod_id = c.pod_id.clone();
-        c.finished_at = util::now_ns();
-        c.exit_code = 255;
-        c.reason = "Unknown".into();
-        c.message = "the container exited while septem-cri was not its parent (septem-cri restarted): exit status unknown".into();
-        if let Err(e) = self.save_container(c) {
-            tracing::warn!("{e}");
-        }
-        self.emit(id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
-    }
-
     // ---- runtime config -------------------------------------------------------------
 
     /// The stored pod CIDR.
@@ -462,12 +374,9 @@ impl Runtime {
 
     // ---- runnc ----------------------------------------------------------------------
 
-    fn runnc_cmd(&self, log: Option<&Path>) -> Command {
+    fn runnc_cmd(&self) -> Command {
         let mut cmd = Command::new(&self.config.runnc);
         cmd.arg("--root").arg(self.config.state_dir.join("runnc"));
-        if let Some(log) = log {
-            cmd.arg("--log").arg(log);
-        }
         if let Some(runc) = &self.config.runc {
             cmd.env("RUNNC_RUNC", runc);
         }
@@ -475,7 +384,7 @@ impl Runtime {
     }
 
     fn runnc(&self, args: &[&str]) -> Result<util::Output, Error> {
-        let mut cmd = self.runnc_cmd(None);
+        let mut cmd = self.runnc_cmd();
         cmd.args(args);
         util::run(&mut cmd, None)
             .map_err(internal(format!("running {}", self.config.runnc.display())))

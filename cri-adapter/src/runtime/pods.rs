@@ -39,15 +39,8 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let netns_name = format!("septem-{id}");
-        let netns = PathBuf::from("/var/run/netns").join(&netns_name);
-        let out = util::run(Command::new("ip").args(["netns", "add", &netns_name]), None)
-            .map_err(internal("running ip netns add"))?;
-        if !out.ok() {
-            return Err(Error::Internal(format!(
-                "ip netns add {netns_name}: {}",
-                out.stderr.trim()
-            )));
-        }
+        let net = cni::load(&self.config.cni_conf_dir)?;
+        tracing::debug!(pod = %id, network = %net.list["name"], file = %net.file.display(), "CNI network");
         let mut pod = Pod {
             id: id.clone(),
             config,
@@ -55,32 +48,66 @@ impl Runtime {
             backend,
             created_at: util::now_ns(),
             state: PodState::Ready,
-            netns_name: netns_name.clone(),
-            netns,
-            cni_network: None,
+            netns: PathBuf::from("/var/run/netns").join(&netns_name),
+            netns_name,
+            cni_network: Some(net.list),
             cni_result: None,
             ip: String::new(),
         };
-        // Saved before CNI ADD, so a crash in between leaves a pod that Remove cleans.
+        // The intent first: a crash from here on leaves a record of what to undo
+        // (reconcile.rs), and only pods this instance made are ever undone.
+        self.write_intent(&pod)?;
         if let Err(e) = self
-            .save_pod(pod.clone())
+            .create_netns(&pod)
             .and_then(|()| self.setup_network(&mut pod))
         {
             tracing::warn!(pod = %id, "RunPodSandbox failed: {e}");
-            let _ = self.teardown_network(&mut pod);
-            let _ = util::run(Command::new("ip").args(["netns", "del", &netns_name]), None);
-            let _ = std::fs::remove_file(self.pod_file(&id));
-            self.pods
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id);
+            self.undo_pod_network(&mut pod);
+            self.remove_intent(&id);
             return Err(e);
         }
+        self.save_pod(pod.clone())?;
+        self.remove_intent(&id);
         tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, ip = %pod.ip, "pod ready");
-        self.save_pod(pod)?;
         self.emit(&id, &id, cri::ContainerEventType::ContainerCreatedEvent);
         self.emit(&id, &id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(id)
+    }
+
+    fn create_netns(&self, pod: &Pod) -> Result<(), Error> {
+        let out = util::run(
+            Command::new("ip").args(["netns", "add", &pod.netns_name]),
+            None,
+        )
+        .map_err(internal("running ip netns add"))?;
+        if !out.ok() {
+            return Err(Error::Internal(format!(
+                "ip netns add {}: {}",
+                pod.netns_name,
+                out.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Best effort: CNI DEL (releases the address, the veth, portmap rules), then the
+    /// namespace (and the taps in it).
+    pub(super) fn undo_pod_network(&self, pod: &mut Pod) {
+        if let Err(e) = self.teardown_network(pod) {
+            tracing::warn!(pod = %pod.id, "CNI DEL: {e}");
+        }
+        if pod.netns.exists() {
+            match util::run(
+                Command::new("ip").args(["netns", "del", &pod.netns_name]),
+                None,
+            ) {
+                Ok(out) if !out.ok() => {
+                    tracing::warn!(pod = %pod.id, "ip netns del: {}", out.stderr.trim());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pod = %pod.id, "ip netns del: {e}"),
+            }
+        }
     }
 
     pub(super) fn cni_args(pod: &Pod) -> String {
@@ -109,22 +136,23 @@ impl Runtime {
         json!({ "portMappings": ports })
     }
 
+    /// `lo` up, then CNI ADD with the network recorded in the pod.
     pub(super) fn setup_network(&self, pod: &mut Pod) -> Result<(), Error> {
         let _ = util::run(
             Command::new("ip").args(["-n", &pod.netns_name, "link", "set", "lo", "up"]),
             None,
         );
-        let net = cni::load(&self.config.cni_conf_dir)?;
-        tracing::debug!(pod = %pod.id, network = %net.list["name"], file = %net.file.display(), "CNI ADD");
-        pod.cni_network = Some(net.list.clone());
-        self.save_pod(pod.clone())?;
-        let args = Self::cni_args(pod);
+        let net = cni::Network {
+            file: PathBuf::new(),
+            list: pod.cni_network.clone().unwrap_or_default(),
+        };
+        tracing::debug!(pod = %pod.id, network = %net.list["name"], "CNI ADD");
         let inv = cni::Invocation {
             container_id: &pod.id,
             netns: &pod.netns,
             ifname: "eth0",
             bin_dirs: &self.config.cni_bin_dir,
-            args,
+            args: Self::cni_args(pod),
             runtime_config: Self::runtime_config(pod),
             cwd: &self.config.state_dir,
         };

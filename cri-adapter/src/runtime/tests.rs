@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use std::path::Path;
 
 fn runtime(dir: &Path) -> Arc<Runtime> {
     Runtime::open(Config {
@@ -267,4 +268,91 @@ fn state_survives_reopen_and_a_vanished_netns_makes_the_pod_not_ready() {
         ..Default::default()
     }));
     assert!(ready.is_empty());
+}
+
+fn container(id: &str, pid: i32, pid_start: u64) -> Container {
+    Container {
+        id: id.into(),
+        pod_id: "p1".into(),
+        config: cri::ContainerConfig::default(),
+        image_id: "sha256:x".into(),
+        image: "x".into(),
+        septem: true,
+        created_at: 1,
+        started_at: 2,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        pid,
+        pid_start,
+        shim_pid: 0,
+        shim_start: 0,
+        log_file: PathBuf::from("/dev/null"),
+        log_path: String::new(),
+    }
+}
+
+#[test]
+fn exits_recorded_by_a_shim_while_down_are_taken_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    drop(rt);
+    let cdir = dir.path().join("state/containers");
+    // c1: its shim (gone) recorded exit 7. c2: no record, process gone: unknown.
+    for id in ["c1", "c2"] {
+        std::fs::create_dir_all(cdir.join(id)).unwrap();
+        let mut c = container(id, i32::MAX, 1);
+        c.shim_pid = i32::MAX;
+        c.shim_start = 1;
+        util::write_json_atomic(&cdir.join(id).join("state.json"), &c).unwrap();
+    }
+    let exit = crate::shim::Exit {
+        exit_code: 7,
+        reason: "Error".into(),
+        message: String::new(),
+        finished_at: 1_000,
+    };
+    util::write_json_atomic(&cdir.join("c1").join(crate::shim::EXIT_FILE), &exit).unwrap();
+    let rt = runtime(dir.path());
+    let s = rt.container_status("c1").unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(
+        (s.exit_code, s.reason.as_str(), s.finished_at),
+        (7, "Error", 1_000)
+    );
+    let s = rt.container_status("c2").unwrap();
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
+    assert!(
+        s.message.contains("without an exit record"),
+        "{}",
+        s.message
+    );
+    assert!(s.finished_at > 0);
+}
+
+#[test]
+fn pending_pod_intents_are_settled_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    // A pod saved whose intent was not yet removed: the pod stays.
+    let mut saved = pod("seccomp", "");
+    saved.netns = dir.path().join("no-such-netns");
+    rt.save_pod(saved.clone()).unwrap();
+    rt.write_intent(&saved).unwrap();
+    // An interrupted RunPodSandbox (its namespace never made): the intent goes.
+    let mut lost = pod("seccomp", "");
+    lost.id = "p2".into();
+    lost.netns_name = "septem-p2-never-made".into();
+    lost.netns = dir.path().join("no-such-netns-either");
+    rt.write_intent(&lost).unwrap();
+    drop(rt);
+    let rt = runtime(dir.path());
+    let pods = dir.path().join("state/pods");
+    assert!(!pods.join("p1.pending").exists());
+    assert!(!pods.join("p2.pending").exists());
+    assert!(pods.join("p1.json").exists());
+    assert!(rt.pod_status("p1").is_ok());
+    assert!(rt.pod_status("p2").is_err());
 }
