@@ -118,6 +118,7 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
         return 2;
     };
     let dir = PathBuf::from(dir);
+    close_inherited_fds();
     let mut report = match report_channel() {
         Ok(r) => r,
         Err(e) => {
@@ -143,6 +144,20 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
             let _ = writeln!(report, "failed {why}");
             1
         }
+    }
+}
+
+/// Closes every descriptor above stderr that septem-cri's own parent may have leaked
+/// into it (e.g. a jobserver pipe): the shim, runnc and the container keep none of them.
+fn close_inherited_fds() {
+    // SAFETY: called first thing in the shim, when nothing in this process owns a
+    // descriptor above 2; close_range takes integers only.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        eprintln!(
+            "septem-cri shim: close_range: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
