@@ -38,7 +38,7 @@ pub(super) fn load_pods(dir: &Path) -> Result<HashMap<String, Pod>, Error> {
         .flatten()
     {
         let p = e.path();
-        if !p.extension().is_some_and(|x| x == "json") {
+        if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
         match util::read_json::<Pod>(&p) {
@@ -131,7 +131,7 @@ impl Runtime {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if !p.extension().is_some_and(|x| x == "pending") {
+            if p.extension().is_none_or(|x| x != "pending") {
                 continue;
             }
             match util::read_json::<Pod>(&p) {
