@@ -536,8 +536,7 @@ fn pod_lifecycle_through_cri() {
 
     // A second container (the tap is free again), logging requests; septem-cri restarts
     // while it runs: the guest keeps serving, its output reaches the log again, it
-    // stays listed and stoppable (its exit code is unknown: septem-cri is no longer its
-    // parent).
+    // stays listed and stoppable, with its real exit code (its shim waited for it).
     let cid2 = c.create(
         &pod_id,
         &sandbox,
@@ -602,7 +601,11 @@ fn pod_lifecycle_through_cri() {
     .unwrap_or_else(|e| panic!("StopContainer: {e:?}\n{}", server.log()));
     let s2 = status2(&c);
     assert_eq!(s2.state, cri::ContainerState::ContainerExited as i32);
-    assert_eq!(s2.reason, "Unknown", "{s2:?}");
+    assert_eq!(
+        (s2.exit_code, s2.reason.as_str()),
+        (0, "Completed"),
+        "{s2:?}"
+    );
     call!(
         c,
         runtime.remove_container(cri::RemoveContainerRequest {
