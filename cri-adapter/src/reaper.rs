@@ -77,6 +77,20 @@ pub fn wait(pid: i32) -> Option<i32> {
     }
 }
 
+/// Waits for child `pid` on a thread of its own (its status is of no interest, but it
+/// must not stay a zombie: registered children are not the sweeper's).
+pub fn wait_in_background(pid: i32) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            wait(pid);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(pid, "no thread to wait for it: {e}");
+        forget(pid);
+    }
+}
+
 /// A wait status as a container exit code (128 + signal when killed).
 #[must_use]
 pub fn exit_code(status: i32) -> i32 {

@@ -188,7 +188,11 @@ impl Runtime {
             log_file,
             log_path,
         };
-        self.save_container(c.clone())?;
+        if let Err(e) = self.save_container(c.clone()) {
+            // The caller undoes the create (runnc delete --force): the shim then exits.
+            reaper::wait_in_background(shim_pid);
+            return Err(e);
+        }
         self.logs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
