@@ -20,8 +20,8 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    curl_until_200, pod_config, push_example, run, skip_lifecycle, Bridge, Clients, Registry,
-    Server, CNI_PATH,
+    bridge_conflist, container_config, curl_until_200, pod_config, push_example, run,
+    skip_lifecycle, write_conflist, Bridge, Clients, Registry, Server, CNI_PATH,
 };
 use septem_tests::{bin, guest};
 use std::path::{Path, PathBuf};
@@ -45,30 +45,6 @@ fn push_guest(reg: &Registry, name: &str) -> String {
         String::from_utf8_lossy(&push.stderr)
     );
     reference
-}
-
-/// A bridge + host-local conflist (leases under `ipam`) plus `extra` plugins after it.
-fn conflist(
-    name: &str,
-    bridge: &str,
-    subnet: &str,
-    ipam: &Path,
-    extra: &[serde_json::Value],
-) -> String {
-    let mut plugins = vec![serde_json::json!({
-        "type": "bridge",
-        "bridge": bridge,
-        "isGateway": true,
-        "ipMasq": false,
-        "ipam": {
-            "type": "host-local",
-            "subnet": subnet,
-            "dataDir": ipam,
-            "routes": [{ "dst": "0.0.0.0/0" }],
-        },
-    })];
-    plugins.extend(extra.iter().cloned());
-    serde_json::json!({ "cniVersion": "0.4.0", "name": name, "plugins": plugins }).to_string()
 }
 
 /// The host-local leases (files named by address) of network `name` under `ipam`.
@@ -127,59 +103,28 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn run_pod(c: &Clients, server: &Server, name: &str, log_dir: &Path) -> String {
-    call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(name, log_dir)),
-            runtime_handler: "septem-seccomp".into(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}\n{}", server.log()))
-    .pod_sandbox_id
+/// A pod on handler `septem-seccomp` whose config is [`pod_config`]`(name, log_dir)`.
+fn run_pod(c: &Clients, name: &str, log_dir: &Path) -> String {
+    c.run_pod(&pod_config(name, log_dir), "septem-seccomp")
 }
 
-fn create_container(
+/// Container `name` of `image` with `args`, in the pod made by [`run_pod`].
+fn create(
     c: &Clients,
-    server: &Server,
     pod_id: &str,
     name: &str,
     image: &str,
     args: &[&str],
     log_dir: &Path,
 ) -> String {
-    call!(
-        c,
-        runtime.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.to_string(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                args: args.iter().map(|a| (*a).to_string()).collect(),
-                log_path: format!("{name}/0.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pod_config(name, log_dir)),
-        })
+    c.create(
+        pod_id,
+        &pod_config(name, log_dir),
+        cri::ContainerConfig {
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            ..container_config(name, image)
+        },
     )
-    .unwrap_or_else(|e| panic!("CreateContainer: {e:?}\n{}", server.log()))
-    .container_id
-}
-
-fn start_container(c: &Clients, server: &Server, id: &str) {
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: id.to_string(),
-        })
-    )
-    .unwrap_or_else(|e| panic!("StartContainer: {e:?}\n{}", server.log()));
 }
 
 fn status(c: &Clients, id: &str) -> cri::ContainerStatus {
@@ -193,20 +138,6 @@ fn status(c: &Clients, id: &str) -> cri::ContainerStatus {
     .expect("ContainerStatus")
     .status
     .expect("status")
-}
-
-fn pull(c: &Clients, server: &Server, image: &str) {
-    call!(
-        c,
-        images.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    )
-    .unwrap_or_else(|e| panic!("PullImage {image}: {e:?}\n{}", server.log()));
 }
 
 /// Stops and removes every pod (and so its containers) of `server`.
@@ -249,47 +180,27 @@ fn exit_codes_survive_a_septem_cri_restart() {
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptrs1{}", std::process::id() % 10_000));
     let ipam = tmp.path().join("ipam");
-    std::fs::write(
-        server.cni_conf.join("10-restart.conflist"),
-        conflist("septem-restart-1", &bridge.0, "10.93.1.0/24", &ipam, &[]),
-    )
-    .expect("write conflist");
+    write_conflist(
+        &server.cni_conf,
+        &bridge_conflist("septem-restart-1", &bridge.0, "10.93.1.0/24", &ipam),
+    );
     server.start();
-    let c = Clients::new(&server.socket);
-    pull(&c, &server, &httpd);
-    pull(&c, &server, &sleeper);
+    let c = server.clients();
+    c.pull(&httpd);
+    c.pull(&sleeper);
     let log_dir = tmp.path().join("logs");
 
     // httpd first (it runs across the restart), then the sleeper (it sleeps 30 s at
     // most, so it goes last).
-    let web_pod = run_pod(&c, &server, "web", &log_dir);
-    let web = create_container(&c, &server, &web_pod, "web", &httpd, &[], &log_dir);
-    start_container(&c, &server, &web);
-    let ip = call!(
-        c,
-        runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: web_pod.clone(),
-            verbose: false,
-        })
-    )
-    .expect("PodSandboxStatus")
-    .status
-    .and_then(|s| s.network)
-    .map(|n| n.ip)
-    .expect("pod IP");
+    let web_pod = run_pod(&c, "web", &log_dir);
+    let web = create(&c, &web_pod, "web", &httpd, &[], &log_dir);
+    c.start(&web);
+    let ip = c.pod_ip(&web_pod);
     curl_until_200(&format!("http://{ip}/"), Duration::from_secs(30));
 
-    let sleep_pod = run_pod(&c, &server, "sleep", &log_dir);
-    let sleepy = create_container(
-        &c,
-        &server,
-        &sleep_pod,
-        "sleep",
-        &sleeper,
-        &["handle"],
-        &log_dir,
-    );
-    start_container(&c, &server, &sleepy);
+    let sleep_pod = run_pod(&c, "sleep", &log_dir);
+    let sleepy = create(&c, &sleep_pod, "sleep", &sleeper, &["handle"], &log_dir);
+    c.start(&sleepy);
     let sleep_log = log_dir.join("sleep/0.log");
     wait_until(
         "the sleeper's `sleeping` line",
@@ -331,7 +242,7 @@ fn exit_codes_survive_a_septem_cri_restart() {
     curl_until_200(&format!("http://{ip}/"), Duration::from_secs(5));
     let up_at = septem_now_ns();
     server.start();
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
 
     let s = status(&c, &sleepy);
     assert_eq!(
@@ -519,19 +430,13 @@ fn interrupted_run_pod_sandbox_is_undone_at_start() {
     stalling_plugin(&plugins, &marker);
     let bridge = Bridge(format!("sptrs2{}", std::process::id() % 10_000));
     let ipam = tmp.path().join("ipam");
-    std::fs::create_dir_all(tmp.path().join("net.d")).expect("mkdir net.d");
     std::fs::write(tmp.path().join("cri.toml"), "").expect("cri.toml");
-    std::fs::write(
-        tmp.path().join("net.d/10-restart.conflist"),
-        conflist(
-            "septem-restart-2",
-            &bridge.0,
-            "10.93.2.0/24",
-            &ipam,
-            &[serde_json::json!({ "type": "septem-test-stall" })],
-        ),
-    )
-    .expect("write conflist");
+    let mut conflist = bridge_conflist("septem-restart-2", &bridge.0, "10.93.2.0/24", &ipam);
+    conflist["plugins"]
+        .as_array_mut()
+        .expect("plugins")
+        .push(serde_json::json!({ "type": "septem-test-stall" }));
+    write_conflist(&tmp.path().join("net.d"), &conflist);
     // A namespace named like septem-cri's that this instance did not make.
     let foreign = Netns(format!("septem-restart-foreign-{}", std::process::id()));
     run(&["ip", "netns", "add", &foreign.0]);
@@ -640,18 +545,17 @@ fn stray_runnc_container_is_deleted_at_start() {
     let mut server = Server::new(tmp.path());
     let bridge = Bridge(format!("sptrs3{}", std::process::id() % 10_000));
     let ipam = tmp.path().join("ipam");
-    std::fs::write(
-        server.cni_conf.join("10-restart.conflist"),
-        conflist("septem-restart-3", &bridge.0, "10.93.3.0/24", &ipam, &[]),
-    )
-    .expect("write conflist");
+    write_conflist(
+        &server.cni_conf,
+        &bridge_conflist("septem-restart-3", &bridge.0, "10.93.3.0/24", &ipam),
+    );
     server.start();
-    let c = Clients::new(&server.socket);
-    pull(&c, &server, &httpd);
+    let c = server.clients();
+    c.pull(&httpd);
     let log_dir = tmp.path().join("logs");
-    let pod = run_pod(&c, &server, "stray", &log_dir);
+    let pod = run_pod(&c, "stray", &log_dir);
     // A bundle as septem-cri makes them, copied before the container goes.
-    let made = create_container(&c, &server, &pod, "made", &httpd, &[], &log_dir);
+    let made = create(&c, &pod, "made", &httpd, &[], &log_dir);
     let bundle = tmp.path().join("stray-bundle");
     let cp = Command::new("cp")
         .arg("-a")
@@ -733,7 +637,7 @@ fn stray_runnc_container_is_deleted_at_start() {
         "{}",
         server.log()
     );
-    let c = Clients::new(&server.socket);
+    let c = server.clients();
     remove_all_pods(&c, &server);
     assert!(
         leases(&ipam, "septem-restart-3").is_empty(),
