@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod fsutil;
 mod path;
+pub mod prime;
 #[cfg(test)]
 mod tests;
 mod v1;

@@ -102,11 +102,15 @@ fn build(
     st: &mut State,
 ) -> Result<(), Error> {
     dir.save_quick(st)?;
+    let mut primer = None;
     if let Some(cg) = cgroup_for(ctx, &c.id, plan)? {
         st.cgroup = Some(cg.clone());
         dir.save_quick(st)?;
         cg.create()?;
         cg.apply(&plan.resources)?;
+        // After the mkdirs (the priming write holds the cgroup mutex while it waits):
+        // the grace period the first move waits for passes while the network is wired.
+        primer = crate::cgroup::prime::start();
     }
 
     let mut unshare_flags = plan.unshare_flags;
@@ -161,6 +165,9 @@ fn build(
         .ok_or_else(|| Error::Refused(format!("the container process {pid} died at once")))?;
     dir.save(st)?;
     if let Some(cg) = &st.cgroup {
+        if let Some(p) = primer {
+            p.finish();
+        }
         cg.add_process(pid)?;
     }
 
