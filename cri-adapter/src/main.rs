@@ -8,6 +8,7 @@ mod config;
 mod deploy_tests;
 mod images;
 mod logs;
+mod netns;
 mod ordinary;
 mod reaper;
 mod runtime;

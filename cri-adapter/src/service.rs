@@ -38,6 +38,17 @@ impl Cri {
 
 type R<T> = Result<Response<T>, Status>;
 
+/// The causes of `e`, outermost first.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push(c.to_string());
+        cause = c.source();
+    }
+    out.join(": ")
+}
+
 fn to_status(e: runtime::Error) -> Status {
     use runtime::Error as E;
     match e {
@@ -47,6 +58,7 @@ fn to_status(e: runtime::Error) -> Status {
         E::Internal(m) => Status::internal(m),
         E::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         E::Cni(e) => Status::internal(format!("CNI: {e}")),
+        E::Netns(e) => Status::internal(format!("{e}: {}", error_chain(&e))),
         E::Image(e @ images::Error::BadReference { .. }) => Status::invalid_argument(e.to_string()),
         E::Image(e @ images::Error::Pinned { .. }) => Status::failed_precondition(e.to_string()),
         E::Image(images::Error::Pull { reference, source }) => {

@@ -1,6 +1,6 @@
 //! Pods and containers: state on disk, CNI, network namespaces and runnc.
 //!
-//! A pod is a network namespace (`ip netns add septem-<id>`) wired by CNI; no pause
+//! A pod is a network namespace (`/run/netns/septem-<id>`, crate::netns) wired by CNI; no pause
 //! container is needed, the namespace *is* the pod. Containers are runnc bundles whose
 //! config.json names that namespace; runnc puts a tap next to the namespace's eth0.
 //!
@@ -70,6 +70,9 @@ pub enum Error {
     /// CNI failed.
     #[error(transparent)]
     Cni(#[from] cni::Error),
+    /// A pod's network namespace could not be made or removed.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::Error),
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] images::Error),

@@ -5,7 +5,6 @@ use crate::{cni, util};
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::Command;
 
 impl Runtime {
     // ---- pods -----------------------------------------------------------------------
@@ -48,7 +47,7 @@ impl Runtime {
             backend,
             created_at: util::now_ns(),
             state: PodState::Ready,
-            netns: PathBuf::from("/var/run/netns").join(&netns_name),
+            netns: crate::netns::path_of(&netns_name),
             netns_name,
             cni_network: Some(net.list),
             cni_result: None,
@@ -75,18 +74,7 @@ impl Runtime {
     }
 
     fn create_netns(&self, pod: &Pod) -> Result<(), Error> {
-        let out = util::run(
-            Command::new("ip").args(["netns", "add", &pod.netns_name]),
-            None,
-        )
-        .map_err(internal("running ip netns add"))?;
-        if !out.ok() {
-            return Err(Error::Internal(format!(
-                "ip netns add {}: {}",
-                pod.netns_name,
-                out.stderr.trim()
-            )));
-        }
+        crate::netns::create(&pod.netns_name)?;
         Ok(())
     }
 
@@ -96,17 +84,8 @@ impl Runtime {
         if let Err(e) = self.teardown_network(pod) {
             tracing::warn!(pod = %pod.id, "CNI DEL: {e}");
         }
-        if pod.netns.exists() {
-            match util::run(
-                Command::new("ip").args(["netns", "del", &pod.netns_name]),
-                None,
-            ) {
-                Ok(out) if !out.ok() => {
-                    tracing::warn!(pod = %pod.id, "ip netns del: {}", out.stderr.trim());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(pod = %pod.id, "ip netns del: {e}"),
-            }
+        if let Err(e) = crate::netns::delete(&pod.netns_name) {
+            tracing::warn!(pod = %pod.id, "{e}");
         }
     }
 
@@ -136,12 +115,9 @@ impl Runtime {
         json!({ "portMappings": ports })
     }
 
-    /// `lo` up, then CNI ADD with the network recorded in the pod.
+    /// CNI ADD with the network recorded in the pod (`lo` is up since the namespace was
+    /// made).
     pub(super) fn setup_network(&self, pod: &mut Pod) -> Result<(), Error> {
-        let _ = util::run(
-            Command::new("ip").args(["-n", &pod.netns_name, "link", "set", "lo", "up"]),
-            None,
-        );
         let net = cni::Network {
             file: PathBuf::new(),
             list: pod.cni_network.clone().unwrap_or_default(),
@@ -233,20 +209,7 @@ impl Runtime {
             self.remove_container(&c)?;
         }
         self.teardown_network(&mut pod)?;
-        if pod.netns.exists() {
-            let out = util::run(
-                Command::new("ip").args(["netns", "del", &pod.netns_name]),
-                None,
-            )
-            .map_err(internal("running ip netns del"))?;
-            if !out.ok() && pod.netns.exists() {
-                return Err(Error::Internal(format!(
-                    "ip netns del {}: {}",
-                    pod.netns_name,
-                    out.stderr.trim()
-                )));
-            }
-        }
+        crate::netns::delete(&pod.netns_name)?;
         match std::fs::remove_file(self.pod_file(id)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -2,7 +2,7 @@
 //! restart of septem-cri loses nothing and leaks nothing.
 //!
 //! - **Interrupted pod creates.** RunPodSandbox writes `pods/<id>.pending` (the pod as
-//!   it is about to be made: its netns name and CNI network) *before* `ip netns add`
+//!   it is about to be made: its netns name and CNI network) *before* the namespace is made
 //!   and removes it once `pods/<id>.json` is saved. A pending intent without a pod is
 //!   undone: CNI DEL (best effort: the address, the veth, portmap rules), `ip netns
 //!   del` (the taps inside go with it), the intent removed. Only namespaces named in
@@ -143,7 +143,7 @@ impl Runtime {
                     tracing::warn!(
                         pod = %pod.id,
                         netns = %pod.netns_name,
-                        "undoing an interrupted RunPodSandbox: CNI DEL, ip netns del"
+                        "undoing an interrupted RunPodSandbox: CNI DEL, netns removed"
                     );
                     self.undo_pod_network(&mut pod);
                     self.remove_intent(&pod.id);
