@@ -25,7 +25,7 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    expect_code, free_port, have_registry, on_path, pod_config, push_example, skip_lifecycle,
+    expect_code, free_port, have_registry, on_path, pod_config, push_example, run, skip_lifecycle,
     Bridge, Clients, Registry, Server, BUSYBOX, REGISTRY_BIN,
 };
 use septem_tests::{bin, guest};
@@ -250,14 +250,17 @@ fn status(c: &Clients, id: &str) -> cri::ContainerStatus {
     .expect("status")
 }
 
-fn wait_exited(c: &Clients, id: &str, timeout: Duration) -> cri::ContainerStatus {
+/// The container's status once it has exited, or its last state after `timeout`.
+fn wait_exited(c: &Clients, id: &str, timeout: Duration) -> Result<cri::ContainerStatus, i32> {
     let deadline = Instant::now() + timeout;
     loop {
         let s = status(c, id);
         if s.state == cri::ContainerState::ContainerExited as i32 {
-            return s;
+            return Ok(s);
         }
-        assert!(Instant::now() < deadline, "{id} still {:?}", s.state);
+        if Instant::now() >= deadline {
+            return Err(s.state);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -1137,7 +1140,19 @@ fn run_block_rw(
         .contains(&"ro".into()));
 
     start(c, &id);
-    let st = wait_exited(c, &id, Duration::from_secs(60));
+    let st = wait_exited(c, &id, Duration::from_secs(60)).unwrap_or_else(|state| {
+        let dir = server.state().join("containers").join(&id);
+        let file = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        let procs = run(&["ps", "-eo", "pid,ppid,stat,etime,args"]);
+        panic!(
+            "{id} still in state {state} after 60 s\nguest log:\n{}\nrunnc.log:\n{}\nshim.log:\n{}\nprocesses:\n{procs}\nseptem-cri:\n{}",
+            std::fs::read_to_string(PathBuf::from(&sandbox.log_directory).join("block.log"))
+                .unwrap_or_default(),
+            file("runnc.log"),
+            file("shim.log"),
+            server.log()
+        )
+    });
     let log = std::fs::read_to_string(log_dir.join("block.log")).unwrap_or_default();
     assert_eq!(st.exit_code, 0, "block_rw failed:\n{log}\n{}", server.log());
     assert!(log.contains("block_rw: OK"), "{log}");
