@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+mod netlink;
 mod ns;
 mod parse;
+mod tap;
 
+use netlink::route::Link;
 use ns::Ns;
 
 /// The tap made for the image's `index`-th net device.
@@ -23,14 +26,23 @@ pub fn tap_name(index: usize) -> String {
 /// Errors of network wiring.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A command (`ip`, `tc`) or a netlink/ioctl step failed.
+    /// An ioctl step (making a tap) failed.
     #[error("network set-up: {what}")]
     Setup {
-        /// What was being done, with the command's stderr when there is one.
+        /// What was being done, naming the interface.
         what: String,
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A netlink request failed.
+    #[error("network set-up: {what}")]
+    Netlink {
+        /// What was being done, naming the interface.
+        what: String,
+        /// The kernel's refusal, or a socket error.
+        #[source]
+        source: netlink::Error,
     },
     /// The network namespace cannot be entered.
     #[error("cannot enter network namespace {path}")]
@@ -83,7 +95,8 @@ pub struct Wiring {
 /// excluded). More interfaces than devices: the extra ones are left alone (logged);
 /// fewer: the extra devices get unconnected taps.
 ///
-/// Per wired pair (`eth0` ↔ `stap0`), inside the namespace:
+/// Per wired pair (`eth0` ↔ `stap0`), inside the namespace, through netlink and the tun
+/// ioctls (no `ip`/`tc` processes; the equivalent commands):
 ///
 /// ```text
 /// ip tuntap add dev stap0 mode tap
@@ -125,53 +138,43 @@ pub fn wire(netns: &Path, devices: &[String]) -> Result<Wiring, Error> {
 /// Something [`wire`] made.
 #[derive(Debug)]
 enum Made {
-    Tap(String),
-    Ingress(String),
+    Tap(Link),
+    Ingress(Link),
 }
 
-fn undo(ns: &Ns, step: &Made) -> Result<(), Error> {
+fn undo(ns: &mut Ns, step: &Made) -> Result<(), Error> {
     match step {
-        Made::Tap(tap) => ns.run(&["ip", "link", "del", "dev", tap]).map(drop),
-        Made::Ingress(dev) => ns
-            .run(&["tc", "qdisc", "del", "dev", dev, "ingress"])
-            .map(drop),
+        Made::Tap(tap) => ns.delete_link(tap),
+        Made::Ingress(dev) => ns.delete_ingress(dev),
     }
 }
 
-fn redirect(ns: &Ns, from: &str, to: &str) -> Result<(), Error> {
-    ns.run(&[
-        "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
-        "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-    ])
-    .map(drop)
-}
-
-fn wire_in(ns: &Ns, devices: &[String], made: &mut Vec<Made>) -> Result<Vec<GuestNic>, Error> {
-    let all = parse::links(&ns.json(&["ip", "-j", "-d", "link", "show"])?);
-    let mut ifaces: Vec<&parse::Link> = all.iter().filter(|l| l.wireable()).collect();
+fn wire_in(ns: &mut Ns, devices: &[String], made: &mut Vec<Made>) -> Result<Vec<GuestNic>, Error> {
+    let all = ns.links()?;
+    let mut ifaces: Vec<&Link> = all.iter().filter(|l| l.wireable()).collect();
     ifaces.sort_by(|a, b| a.name.cmp(&b.name));
     for extra in ifaces.iter().skip(devices.len()) {
         tracing::info!(iface = %extra.name, "no guest net device left for this interface; left alone");
     }
-    let routes = ns.json(&["ip", "-j", "-4", "route", "show", "default"])?;
+    let routes = ns.default_routes()?;
     let mut nics = Vec::with_capacity(devices.len());
     for (i, device) in devices.iter().enumerate() {
-        let tap = tap_name(i);
-        if all.iter().any(|l| l.name == tap) {
+        let name = tap_name(i);
+        if all.iter().any(|l| l.name == name) {
             return Err(Error::Unusable {
                 what: format!(
-                    "{tap} exists already in the namespace (one networked unikernel per namespace)"
+                    "{name} exists already in the namespace (one networked unikernel per namespace)"
                 ),
             });
         }
-        ns.run(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        let tap = ns.add_tap(&name)?;
         made.push(Made::Tap(tap.clone()));
         let Some(iface) = ifaces.get(i) else {
-            tracing::info!(device, %tap, "no interface left for this device; its tap is unconnected");
-            ns.run(&["ip", "link", "set", "dev", &tap, "up"])?;
+            tracing::info!(device, tap = %name, "no interface left for this device; its tap is unconnected");
+            ns.set_up(&tap, None)?;
             nics.push(GuestNic {
                 device: device.clone(),
-                tap,
+                tap: name,
                 iface: None,
                 mac: None,
                 ipv4: None,
@@ -179,26 +182,27 @@ fn wire_in(ns: &Ns, devices: &[String], made: &mut Vec<Made>) -> Result<Vec<Gues
             });
             continue;
         };
-        let name = iface.name.as_str();
-        let mtu = iface.mtu.to_string();
-        ns.run(&["ip", "link", "set", "dev", &tap, "mtu", &mtu, "up"])?;
-        ns.run(&["tc", "qdisc", "add", "dev", name, "ingress"])?;
-        made.push(Made::Ingress(name.to_string()));
-        ns.run(&["tc", "qdisc", "add", "dev", &tap, "ingress"])?;
-        redirect(ns, name, &tap)?;
-        redirect(ns, &tap, name)?;
-        let ipv4 = parse::first_ipv4(&ns.json(&["ip", "-j", "-4", "addr", "show", "dev", name])?);
-        let gateway = parse::default_gateway(&routes, name);
+        ns.set_up(&tap, Some(iface.mtu))?;
+        ns.add_ingress(iface)?;
+        made.push(Made::Ingress((*iface).clone()));
+        ns.add_ingress(&tap)?;
+        ns.redirect(iface, &tap)?;
+        ns.redirect(&tap, iface)?;
+        let ipv4 = ns.first_ipv4(iface)?;
+        let gateway = routes
+            .iter()
+            .find(|r| r.oif == iface.index)
+            .map(|r| r.gateway);
         if ipv4.is_none() {
             tracing::warn!(
-                iface = name,
+                iface = %iface.name,
                 "interface has no IPv4 address; the guest gets none"
             );
         }
         nics.push(GuestNic {
             device: device.clone(),
-            tap,
-            iface: Some(name.to_string()),
+            tap: name,
+            iface: Some(iface.name.clone()),
             mac: iface.mac.clone(),
             ipv4,
             gateway,
@@ -210,20 +214,20 @@ fn wire_in(ns: &Ns, devices: &[String], made: &mut Vec<Made>) -> Result<Vec<Gues
 /// Removes the taps and tc rules of `wiring`. Idempotent; a namespace that is gone
 /// already is fine.
 ///
-/// Inside the namespace: `ip link del dev stapN` (which takes the tap's qdisc and
-/// filters with it) and `tc qdisc del dev eth0 ingress`, each only when still there.
+/// Inside the namespace: delete `stapN` (which takes the tap's qdisc and filters with
+/// it) and `eth0`'s ingress qdisc, each only when still there.
 pub fn unwire(wiring: &Wiring) -> Result<(), Error> {
     let done = ns::enter(&wiring.netns, true, |ns| {
-        let links = parse::links(&ns.json(&["ip", "-j", "link", "show"])?);
-        let exists = |name: &str| links.iter().any(|l| l.name == name);
         for nic in &wiring.nics {
-            if exists(&nic.tap) {
-                ns.run(&["ip", "link", "del", "dev", &nic.tap])?;
+            if let Some(tap) = ns.link(&nic.tap)? {
+                ns.delete_link(&tap)?;
             }
-            if let Some(iface) = nic.iface.as_deref().filter(|i| exists(i)) {
-                let qdiscs = ns.json(&["tc", "-j", "qdisc", "show", "dev", iface])?;
-                if parse::has_ingress(&qdiscs) {
-                    ns.run(&["tc", "qdisc", "del", "dev", iface, "ingress"])?;
+            let Some(name) = nic.iface.as_deref() else {
+                continue;
+            };
+            if let Some(iface) = ns.link(name)? {
+                if ns.has_ingress(&iface)? {
+                    ns.delete_ingress(&iface)?;
                 }
             }
         }

@@ -1,18 +1,20 @@
-//! Running `ip`/`tc` inside a network namespace: a short-lived thread joins the
-//! namespace with `setns(CLONE_NEWNET)` and spawns the commands from there (a child
-//! inherits the namespaces of the thread that forks it), so no `nsenter` is needed and
-//! the process's other threads keep their namespace.
+//! Working inside a network namespace: a short-lived thread joins the namespace with
+//! `setns(CLONE_NEWNET)` and opens a NETLINK_ROUTE socket there; the taps it makes
+//! (`/dev/net/tun`) land in that namespace too. No `nsenter`, no `ip`/`tc` processes,
+//! and the process's other threads keep their namespace.
 
+use super::netlink::{self, route, route::Link, tc};
+use super::tap;
 use super::Error;
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
-/// Commands run inside one namespace (only exists on the thread that joined it).
+/// The namespace's kernel tables, from the thread that joined it.
 #[derive(Debug)]
 pub(super) struct Ns {
-    _private: (),
+    sock: netlink::Socket,
 }
 
 /// Runs `f` on a new thread inside the namespace at `path`. `Ok(None)` when the
@@ -20,7 +22,7 @@ pub(super) struct Ns {
 pub(super) fn enter<T: Send>(
     path: &Path,
     missing_ok: bool,
-    f: impl FnOnce(&Ns) -> Result<T, Error> + Send,
+    f: impl FnOnce(&mut Ns) -> Result<T, Error> + Send,
 ) -> Result<Option<T>, Error> {
     let netns_err = |source: std::io::Error| Error::Netns {
         path: path.to_path_buf(),
@@ -47,44 +49,104 @@ pub(super) fn enter<T: Send>(
                 return Err(netns_err(std::io::Error::last_os_error()));
             }
             drop(file);
-            f(&Ns { _private: () }).map(Some)
+            let sock = netlink::Socket::open().map_err(|source| Error::Netlink {
+                what: format!("opening a netlink socket in {}", path.display()),
+                source,
+            })?;
+            f(&mut Ns { sock }).map(Some)
         })
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
 }
 
+/// An error of `what` (an operation naming its interface).
+fn failed(what: impl Into<String>) -> impl FnOnce(netlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
 impl Ns {
-    /// Runs `argv` and returns its stdout; a failure carries the command and stderr.
-    pub(super) fn run(&self, argv: &[&str]) -> Result<String, Error> {
-        let line = argv.join(" ");
-        tracing::debug!(command = %line, "network");
-        let out = Command::new(argv[0])
-            .args(&argv[1..])
-            .output()
-            .map_err(|source| Error::Setup {
-                what: format!("`{line}`: cannot run {}", argv[0]),
-                source,
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(Error::Setup {
-                what: format!("`{line}` failed ({}): {stderr}", out.status),
-                source: std::io::Error::other(stderr),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    /// Every link (`ip -d link show`).
+    pub(super) fn links(&mut self) -> Result<Vec<Link>, Error> {
+        route::links(&mut self.sock).map_err(failed("listing the links"))
     }
 
-    /// Runs a command printing JSON (`ip -j`, `tc -j`) and parses it (empty → `[]`).
-    pub(super) fn json(&self, argv: &[&str]) -> Result<serde_json::Value, Error> {
-        let text = self.run(argv)?;
-        if text.trim().is_empty() {
-            return Ok(serde_json::Value::Array(Vec::new()));
-        }
-        serde_json::from_str(&text).map_err(|e| Error::Setup {
-            what: format!("`{}` printed JSON that does not parse", argv.join(" ")),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    /// The link `name`, if there is one.
+    pub(super) fn link(&mut self, name: &str) -> Result<Option<Link>, Error> {
+        route::link(&mut self.sock, name).map_err(failed(format!("looking up link {name}")))
+    }
+
+    /// The main table's IPv4 default routes: gateway and output link
+    /// (`ip -4 route show default`).
+    pub(super) fn default_routes(&mut self) -> Result<Vec<route::DefaultRoute>, Error> {
+        route::default_routes(&mut self.sock).map_err(failed("listing the default routes"))
+    }
+
+    /// The first IPv4 address and prefix of `link`.
+    pub(super) fn first_ipv4(&mut self, link: &Link) -> Result<Option<(Ipv4Addr, u8)>, Error> {
+        route::first_ipv4(&mut self.sock, link.index).map_err(failed(format!(
+            "listing the IPv4 addresses of {}",
+            link.name
+        )))
+    }
+
+    /// Makes the persistent tap `name` (`ip tuntap add dev NAME mode tap`).
+    pub(super) fn add_tap(&mut self, name: &str) -> Result<Link, Error> {
+        tracing::debug!(tap = name, "creating tap");
+        tap::create_persistent(name).map_err(|(step, source)| Error::Setup {
+            what: format!("creating tap {name}: {step}"),
+            source,
+        })?;
+        self.link(name)?.ok_or_else(|| Error::Unusable {
+            what: format!("tap {name} was created but is not listed"),
         })
+    }
+
+    /// Sets `link` up, with `mtu` when given (`ip link set dev X [mtu M] up`).
+    pub(super) fn set_up(&mut self, link: &Link, mtu: Option<u32>) -> Result<(), Error> {
+        tracing::debug!(link = %link.name, ?mtu, "setting link up");
+        let what = match mtu {
+            Some(m) => format!("setting {} up with MTU {m}", link.name),
+            None => format!("setting {} up", link.name),
+        };
+        route::set_up(&mut self.sock, link.index, mtu).map_err(failed(what))
+    }
+
+    /// Deletes `link` (`ip link del dev X`).
+    pub(super) fn delete_link(&mut self, link: &Link) -> Result<(), Error> {
+        tracing::debug!(link = %link.name, "deleting link");
+        route::delete(&mut self.sock, link.index).map_err(failed(format!("deleting {}", link.name)))
+    }
+
+    /// Adds an ingress qdisc to `link` (`tc qdisc add dev X ingress`).
+    pub(super) fn add_ingress(&mut self, link: &Link) -> Result<(), Error> {
+        tracing::debug!(link = %link.name, "adding ingress qdisc");
+        tc::add_ingress(&mut self.sock, link.index)
+            .map_err(failed(format!("adding an ingress qdisc to {}", link.name)))
+    }
+
+    /// Deletes `link`'s ingress qdisc (`tc qdisc del dev X ingress`).
+    pub(super) fn delete_ingress(&mut self, link: &Link) -> Result<(), Error> {
+        tracing::debug!(link = %link.name, "deleting ingress qdisc");
+        tc::delete_ingress(&mut self.sock, link.index).map_err(failed(format!(
+            "deleting the ingress qdisc of {}",
+            link.name
+        )))
+    }
+
+    /// Whether `link` has an ingress qdisc.
+    pub(super) fn has_ingress(&mut self, link: &Link) -> Result<bool, Error> {
+        tc::has_ingress(&mut self.sock, link.index)
+            .map_err(failed(format!("listing the qdiscs of {}", link.name)))
+    }
+
+    /// Redirects every frame arriving on `from` out of `to` (u32 match-all + mirred).
+    pub(super) fn redirect(&mut self, from: &Link, to: &Link) -> Result<(), Error> {
+        tracing::debug!(from = %from.name, to = %to.name, "adding redirect filter");
+        tc::add_redirect(&mut self.sock, from.index, to.index).map_err(failed(format!(
+            "adding a filter redirecting {} to {}",
+            from.name, to.name
+        )))
     }
 }
