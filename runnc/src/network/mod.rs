@@ -13,6 +13,8 @@ mod netlink;
 mod ns;
 mod parse;
 mod tap;
+#[cfg(test)]
+mod tests;
 
 use netlink::route::Link;
 use ns::Ns;
