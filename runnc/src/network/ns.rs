@@ -94,10 +94,7 @@ impl Ns {
     /// Makes the persistent tap `name` (`ip tuntap add dev NAME mode tap`).
     pub(super) fn add_tap(&mut self, name: &str) -> Result<Link, Error> {
         tracing::debug!(tap = name, "creating tap");
-        tap::create_persistent(name).map_err(|(step, source)| Error::Setup {
-            what: format!("creating tap {name}: {step}"),
-            source,
-        })?;
+        tap::create_persistent(name)?;
         self.link(name)?.ok_or_else(|| Error::Unusable {
             what: format!("tap {name} was created but is not listed"),
         })
