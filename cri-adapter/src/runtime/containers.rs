@@ -249,10 +249,7 @@ impl Runtime {
                 out.stderr.trim()
             )));
         }
-        if let Some(mut c) = self.container(id) {
-            c.started_at = util::now_ns();
-            self.save_container(c)?;
-        }
+        self.modify_container(id, |c| c.started_at = util::now_ns())?;
         self.emit(
             id,
             &c.pod_id,
@@ -451,7 +448,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut c = self
+        let c = self
             .container(id)
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         let Some(r) = r else { return Ok(()) };
@@ -487,9 +484,11 @@ impl Runtime {
                 out.stderr.trim()
             )));
         }
-        let linux = c.config.linux.get_or_insert_with(Default::default);
-        linux.resources = Some(r);
-        self.save_container(c)
+        self.modify_container(id, |c| {
+            let linux = c.config.linux.get_or_insert_with(Default::default);
+            linux.resources = Some(r);
+        })?;
+        Ok(())
     }
 
     /// ReopenContainerLog.

@@ -343,6 +343,31 @@ impl Runtime {
         Ok(())
     }
 
+    /// Changes the stored container `id` with `f` as one step under the table's lock
+    /// (read, change, write to disk): the exit waiter and the request handlers change
+    /// different fields of the same record, and a copy taken before the other's write
+    /// must not undo it (a guest that exits within StartContainer). The new record, or
+    /// None when the container is gone.
+    fn modify_container(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container),
+    ) -> Result<Option<Container>, Error> {
+        let mut table = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(current) = table.get_mut(id) else {
+            return Ok(None);
+        };
+        let mut next = current.clone();
+        f(&mut next);
+        util::write_json_atomic(&self.container_dir(id).join("state.json"), &next)
+            .map_err(internal("saving the container"))?;
+        *current = next.clone();
+        Ok(Some(next))
+    }
+
     fn save_container(&self, c: Container) -> Result<(), Error> {
         util::write_json_atomic(&self.container_dir(&c.id).join("state.json"), &c)
             .map_err(internal("saving the container"))?;

@@ -356,3 +356,46 @@ fn pending_pod_intents_are_settled_at_start() {
     assert!(rt.pod_status("p1").is_ok());
     assert!(rt.pod_status("p2").is_err());
 }
+
+/// An exit recorded while StartContainer records the start (a guest that finishes at
+/// once) survives: both changes land, whichever comes first (CI once saw block_rw stay
+/// RUNNING forever when the start's stale copy overwrote the exit).
+#[test]
+fn start_and_exit_recorded_at_once_both_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    for round in 0..200 {
+        let id = format!("r{round}");
+        std::fs::create_dir_all(rt.container_dir(&id)).unwrap();
+        let mut c = container(&id, i32::MAX, 1);
+        c.started_at = 0;
+        rt.save_container(c).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rt.modify_container(&id, |c| c.started_at = 5).unwrap();
+            });
+            s.spawn(|| {
+                rt.record_exit(
+                    &id,
+                    crate::shim::Exit {
+                        exit_code: 3,
+                        reason: "Error".into(),
+                        message: String::new(),
+                        finished_at: 9,
+                    },
+                );
+            });
+        });
+        let st = rt.container_status(&id).unwrap();
+        assert_eq!(
+            (st.started_at, st.finished_at, st.exit_code),
+            (5, 9, 3),
+            "round {round}"
+        );
+        assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+        let on_disk: Container = util::read_json(&rt.container_dir(&id).join("state.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((on_disk.started_at, on_disk.finished_at), (5, 9));
+    }
+}

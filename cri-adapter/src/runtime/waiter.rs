@@ -84,28 +84,32 @@ impl Runtime {
     /// Records container `id`'s exit (state.json, then the STOPPED event).
     pub(super) fn record_exit(&self, id: &str, exit: Exit) {
         tracing::info!(container = %id, code = exit.exit_code, reason = %exit.reason, "container exited");
-        let c = self
-            .containers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .cloned();
-        let Some(mut c) = c else { return };
-        if c.finished_at != 0 || !self.container_dir(id).exists() {
-            return;
+        if !self.container_dir(id).exists() {
+            return; // removed meanwhile
         }
-        c.finished_at = if exit.finished_at > 0 {
-            exit.finished_at
-        } else {
-            util::now_ns()
+        let mut recorded = false;
+        let changed = self.modify_container(id, |c| {
+            if c.finished_at != 0 {
+                return;
+            }
+            c.finished_at = if exit.finished_at > 0 {
+                exit.finished_at
+            } else {
+                util::now_ns()
+            };
+            c.exit_code = exit.exit_code;
+            c.reason = exit.reason;
+            c.message = exit.message;
+            recorded = true;
+        });
+        let pod_id = match changed {
+            Ok(Some(c)) if recorded => c.pod_id,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(container = %id, "{e}");
+                return;
+            }
         };
-        c.exit_code = exit.exit_code;
-        c.reason = exit.reason;
-        c.message = exit.message;
-        let pod_id = c.pod_id.clone();
-        if let Err(e) = self.save_container(c) {
-            tracing::warn!(container = %id, "{e}");
-        }
         self.emit(id, &pod_id, cri::ContainerEventType::ContainerStoppedEvent);
     }
 }
