@@ -418,6 +418,24 @@ impl Clients {
         self.ok("CreateContainer", r).container_id
     }
 
+    /// StopPodSandbox, then RemovePodSandbox.
+    pub fn remove_pod(&self, pod_id: &str) {
+        let r = crate::call!(
+            self,
+            runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+        );
+        self.ok("StopPodSandbox", r);
+        let r = crate::call!(
+            self,
+            runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+        );
+        self.ok("RemovePodSandbox", r);
+    }
+
     /// StartContainer.
     pub fn start(&self, container_id: &str) {
         let r = crate::call!(
@@ -738,23 +756,41 @@ pub fn push_plain_image(reg: &Registry, tmp: &Path) -> Option<String> {
     Some(reference)
 }
 
+/// `septem-build push FILE REFERENCE` (with `--username`/`--password` when `creds` are
+/// given); returns the reference.
+pub fn push_file(file: &Path, reference: &str, creds: Option<(&str, &str)>) -> String {
+    let mut cmd = Command::new(bin("septem-build"));
+    cmd.arg("push").arg(file).arg(reference).arg("-q");
+    if let Some((user, password)) = creds {
+        cmd.args(["--username", user, "--password", password]);
+    }
+    let out = cmd.output().expect("septem-build push");
+    assert!(
+        out.status.success(),
+        "push {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference.to_string()
+}
+
 /// Pushes the example `name` (built once per test process) to `reg` with
 /// `septem-build push` as `<reg>/septem/<name>:1`; returns that reference.
 pub fn push_example(reg: &Registry, name: &str) -> String {
-    let reference = format!("{}/septem/{name}:1", reg.addr);
-    let push = Command::new(bin("septem-build"))
-        .arg("push")
-        .arg(crate::example(name))
-        .arg(&reference)
-        .arg("-q")
-        .output()
-        .expect("septem-build push");
-    assert!(
-        push.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    reference
+    push_file(
+        &crate::example(name),
+        &format!("{}/septem/{name}:1", reg.addr),
+        None,
+    )
+}
+
+/// Pushes the test guest `name` (tests/guests, built once per test process) to `reg`
+/// as `<reg>/septem/<name>:1`; returns that reference.
+pub fn push_guest(reg: &Registry, name: &str) -> String {
+    push_file(
+        &crate::guest(name),
+        &format!("{}/septem/{name}:1", reg.addr),
+        None,
+    )
 }
 
 /// Removes the portmap plugin's rules for pod `id` (a failed test never ran CNI DEL).

@@ -25,10 +25,11 @@
 use k8s_cri::v1 as cri;
 use septem_tests::call;
 use septem_tests::cri::{
-    expect_code, free_port, have_registry, on_path, pod_config, push_example, run, skip_lifecycle,
-    Bridge, Clients, Registry, Server, BUSYBOX, REGISTRY_BIN,
+    container_config, expect_code, free_port, have_registry, image_spec, on_path, pod_config,
+    push_example, push_file, run, skip_lifecycle, Bridge, Clients, Registry, Server, BUSYBOX,
+    REGISTRY_BIN,
 };
-use septem_tests::{bin, guest};
+use septem_tests::guest;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,18 +108,11 @@ impl Drop for AuthRegistry {
     }
 }
 
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    })
-}
-
 fn pull(c: &Clients, image: &str, auth: Option<cri::AuthConfig>) -> Result<String, tonic::Status> {
     call!(
         c,
         images.pull_image(cri::PullImageRequest {
-            image: spec(image),
+            image: image_spec(image),
             auth,
             sandbox_config: None,
         })
@@ -130,7 +124,7 @@ fn image_status(c: &Clients, image: &str) -> Option<cri::Image> {
     call!(
         c,
         images.image_status(cri::ImageStatusRequest {
-            image: spec(image),
+            image: image_spec(image),
             verbose: false,
         })
     )
@@ -138,32 +132,11 @@ fn image_status(c: &Clients, image: &str) -> Option<cri::Image> {
     .image
 }
 
-/// `septem-build push FILE REF` (with credentials when given); the reference.
-fn push(file: &Path, reference: &str, creds: Option<(&str, &str)>) -> String {
-    let mut cmd = Command::new(bin("septem-build"));
-    cmd.arg("push").arg(file).arg(reference).arg("-q");
-    if let Some((u, p)) = creds {
-        cmd.args(["--username", u, "--password", p]);
-    }
-    let out = cmd.output().expect("septem-build push");
-    assert!(
-        out.status.success(),
-        "push {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    reference.to_string()
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+/// [`container_config`] running `command` (the image's own when empty).
+fn config_with_command(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: spec(image),
         command: command.iter().map(|s| (*s).to_string()).collect(),
-        log_path: format!("{name}.log"),
-        ..Default::default()
+        ..container_config(name, image)
     }
 }
 
@@ -181,35 +154,6 @@ fn server_with_network(dir: &Path, tag: char, subnet: &str) -> (Server, Bridge) 
     (server, bridge)
 }
 
-fn run_pod(c: &Clients, sandbox: &cri::PodSandboxConfig, handler: &str) -> String {
-    call!(
-        c,
-        runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: handler.into(),
-        })
-    )
-    .expect("RunPodSandbox")
-    .pod_sandbox_id
-}
-
-fn remove_pod(c: &Clients, id: &str) {
-    call!(
-        c,
-        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-    )
-    .expect("StopPodSandbox");
-    call!(
-        c,
-        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-    )
-    .expect("RemovePodSandbox");
-}
-
 fn create(
     c: &Clients,
     pod: &str,
@@ -225,16 +169,6 @@ fn create(
         })
     )
     .map(|r| r.container_id)
-}
-
-fn start(c: &Clients, id: &str) {
-    call!(
-        c,
-        runtime.start_container(cri::StartContainerRequest {
-            container_id: id.into(),
-        })
-    )
-    .expect("StartContainer");
 }
 
 fn status(c: &Clients, id: &str) -> cri::ContainerStatus {
@@ -351,7 +285,7 @@ fn every_method_answers() {
     call!(
         c,
         images.image_status(cri::ImageStatusRequest {
-            image: spec("example.com/none:1"),
+            image: image_spec("example.com/none:1"),
             verbose: false
         })
     )
@@ -359,7 +293,7 @@ fn every_method_answers() {
     call!(
         c,
         images.remove_image(cri::RemoveImageRequest {
-            image: spec("example.com/none:1")
+            image: image_spec("example.com/none:1")
         })
     )
     .expect("RemoveImage of a missing image (idempotent)");
@@ -594,12 +528,12 @@ fn pinned_images_and_registry_credentials() {
         return;
     }
     let reg = AuthRegistry::htpasswd();
-    let pinned = push(
+    let pinned = push_file(
         &septem_tests::example("httpd"),
         &format!("{}/septem/httpd:1", reg.addr),
         Some((USER, PASSWORD)),
     );
-    let other = push(
+    let other = push_file(
         &guest("hello"),
         &format!("{}/septem/hello:1", reg.addr),
         Some((USER, PASSWORD)),
@@ -691,7 +625,9 @@ fn pinned_images_and_registry_credentials() {
         let m = expect_code(
             call!(
                 c,
-                images.remove_image(cri::RemoveImageRequest { image: spec(&name) })
+                images.remove_image(cri::RemoveImageRequest {
+                    image: image_spec(&name)
+                })
             ),
             Code::FailedPrecondition,
             "RemoveImage of a pinned image",
@@ -702,7 +638,7 @@ fn pinned_images_and_registry_credentials() {
     call!(
         c,
         images.remove_image(cri::RemoveImageRequest {
-            image: spec(&other)
+            image: image_spec(&other)
         })
     )
     .expect("RemoveImage of an unpinned image");
@@ -915,7 +851,7 @@ fn identity_token_through_a_token_service() {
     // served with token auth.
     {
         let open = AuthRegistry::start(tempfile::tempdir().expect("tempdir"), "", &storage);
-        push(
+        push_file(
             &guest("hello"),
             &format!("{}/septem/hello:1", open.addr),
             None,
@@ -995,7 +931,7 @@ fn block_devices_reach_the_guest() {
         return;
     }
     let reg = Registry::start();
-    let image = push(
+    let image = push_file(
         &guest("block_rw"),
         &format!("{}/septem/block_rw:1", reg.addr),
         None,
@@ -1013,7 +949,7 @@ fn block_devices_reach_the_guest() {
     let ro = disk_file(&tmp.path().join("ro.img"), 4096, |o| (o * 3 % 256) as u8);
     let log_dir = tmp.path().join("logs");
     let sandbox = pod_config("block", &log_dir);
-    let pod = run_pod(&c, &sandbox, "septem-seccomp");
+    let pod = c.run_pod(&sandbox, "septem-seccomp");
     let device = |container: &str, host: &Path, permissions: &str| cri::Device {
         container_path: container.into(),
         host_path: host.display().to_string(),
@@ -1022,7 +958,7 @@ fn block_devices_reach_the_guest() {
 
     // A device elsewhere than /septem/block/<name>, or a character device: refused, saying
     // why.
-    let mut bad = container_config("bad", &image, &[]);
+    let mut bad = config_with_command("bad", &image, &[]);
     bad.devices = vec![device("/dev/xvdb", &disk, "rw")];
     let m = expect_code(
         create(&c, &pod, &sandbox, bad.clone()),
@@ -1054,7 +990,7 @@ fn block_devices_reach_the_guest() {
         Some(dev) => run_block_rw(&c, &server, &pod, &sandbox, &image, &dev.0, &fresh, &ro),
         None => eprintln!("SKIPPED (loop device part): losetup found no free loop device"),
     }
-    remove_pod(&c, &pod);
+    c.remove_pod(&pod);
     assert_eq!(server.stop(), Some(0));
 }
 
@@ -1102,7 +1038,7 @@ fn run_block_rw(
     let disk = disk_host;
     eprintln!("block_rw with disk {}", disk.display());
     let log_dir = PathBuf::from(&sandbox.log_directory);
-    let mut config = container_config("block", image, &[]);
+    let mut config = config_with_command("block", image, &[]);
     config.devices = vec![
         device("/septem/block/disk", disk, "mrw"),
         device("/septem/block/ro", ro, "r"),
@@ -1139,21 +1075,21 @@ fn run_block_rw(
         .unwrap()
         .contains(&"ro".into()));
 
-    start(c, &id);
+    c.start(&id);
     let st = wait_exited(c, &id, Duration::from_secs(60)).unwrap_or_else(|state| {
         let dir = server.state().join("containers").join(&id);
         let file = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
         let procs = run(&["ps", "-eo", "pid,ppid,stat,etime,args"]);
         panic!(
             "{id} still in state {state} after 60 s\nguest log:\n{}\nrunnc.log:\n{}\nshim.log:\n{}\nprocesses:\n{procs}\nseptem-cri:\n{}",
-            std::fs::read_to_string(PathBuf::from(&sandbox.log_directory).join("block.log"))
+            std::fs::read_to_string(PathBuf::from(&sandbox.log_directory).join("block/0.log"))
                 .unwrap_or_default(),
             file("runnc.log"),
             file("shim.log"),
             server.log()
         )
     });
-    let log = std::fs::read_to_string(log_dir.join("block.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(log_dir.join("block/0.log")).unwrap_or_default();
     assert_eq!(st.exit_code, 0, "block_rw failed:\n{log}\n{}", server.log());
     assert!(log.contains("block_rw: OK"), "{log}");
     assert!(
@@ -1175,7 +1111,7 @@ fn run_block_rw(
         })
     )
     .expect("RemoveContainer");
-    std::fs::remove_file(log_dir.join("block.log")).expect("remove the log");
+    std::fs::remove_file(log_dir.join("block/0.log")).expect("remove the log");
 }
 
 /// A one-layer busybox image whose command is `sleep 1000`, pushed to `reg`. Made with
@@ -1274,9 +1210,14 @@ fn ordinary_images_handlers_devices_and_metrics() {
     // Explicit unikernel handlers refuse the ordinary image, saying what to use.
     for handler in ["septem-seccomp", "septem-kvm"] {
         let sandbox = pod_config(&format!("strict-{}", &handler[7..]), &log_dir);
-        let pod = run_pod(&c, &sandbox, handler);
+        let pod = c.run_pod(&sandbox, handler);
         let m = expect_code(
-            create(&c, &pod, &sandbox, container_config("side", &busybox, &[])),
+            create(
+                &c,
+                &pod,
+                &sandbox,
+                config_with_command("side", &busybox, &[]),
+            ),
             Code::InvalidArgument,
             handler,
         );
@@ -1284,13 +1225,13 @@ fn ordinary_images_handlers_devices_and_metrics() {
             m.contains("ordinary") && m.contains(handler) && m.contains("\"septem\""),
             "{m}"
         );
-        remove_pod(&c, &pod);
+        c.remove_pod(&pod);
     }
 
     // `septem` runs it; a device node reaches it through runc, with the cgroup rule.
     let sandbox = pod_config("mixed", &log_dir);
-    let pod = run_pod(&c, &sandbox, "septem");
-    let mut side = container_config("side", &busybox, &[]);
+    let pod = c.run_pod(&sandbox, "septem");
+    let mut side = config_with_command("side", &busybox, &[]);
     side.devices = vec![cri::Device {
         container_path: "/dev/mynull".into(),
         host_path: "/dev/null".into(),
@@ -1298,7 +1239,7 @@ fn ordinary_images_handlers_devices_and_metrics() {
     }];
     let side = create(&c, &pod, &sandbox, side)
         .unwrap_or_else(|e| panic!("CreateContainer (busybox): {e:?}\n{}", server.log()));
-    start(&c, &side);
+    c.start(&side);
     let out = call!(
         c,
         runtime.exec_sync(cri::ExecSyncRequest {
@@ -1326,9 +1267,9 @@ fn ordinary_images_handlers_devices_and_metrics() {
     assert!(text.starts_with('c') && text.contains("1,   3"), "{text}");
 
     // A unikernel in the same pod, and the pod's metrics.
-    let web = create(&c, &pod, &sandbox, container_config("web", &httpd, &[]))
+    let web = create(&c, &pod, &sandbox, config_with_command("web", &httpd, &[]))
         .unwrap_or_else(|e| panic!("CreateContainer (httpd): {e:?}\n{}", server.log()));
-    start(&c, &web);
+    c.start(&web);
     let metrics = call!(
         c,
         runtime.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
@@ -1457,6 +1398,6 @@ fn ordinary_images_handlers_devices_and_metrics() {
         )
         .expect("RemoveContainer");
     }
-    remove_pod(&c, &pod);
+    c.remove_pod(&pod);
     assert_eq!(server.stop(), Some(0));
 }

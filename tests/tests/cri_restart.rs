@@ -18,34 +18,15 @@
 //! prints `SKIPPED: <reason>` otherwise.
 
 use k8s_cri::v1 as cri;
+use septem_tests::bin;
 use septem_tests::call;
 use septem_tests::cri::{
-    bridge_conflist, container_config, curl_until_200, pod_config, push_example, run,
+    bridge_conflist, container_config, curl_until_200, pod_config, push_example, push_guest, run,
     skip_lifecycle, write_conflist, Bridge, Clients, Registry, Server, CNI_PATH,
 };
-use septem_tests::{bin, guest};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Pushes the test guest `name` (built once per test process) to `reg` as
-/// `<reg>/septem/<name>:1`.
-fn push_guest(reg: &Registry, name: &str) -> String {
-    let reference = format!("{}/septem/{name}:1", reg.addr);
-    let push = Command::new(bin("septem-build"))
-        .arg("push")
-        .arg(guest(name))
-        .arg(&reference)
-        .arg("-q")
-        .output()
-        .expect("septem-build push");
-    assert!(
-        push.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    reference
-}
 
 /// The host-local leases (files named by address) of network `name` under `ipam`.
 fn leases(ipam: &Path, name: &str) -> Vec<String> {
