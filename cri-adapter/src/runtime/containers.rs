@@ -68,7 +68,12 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = self.container_dir(&id);
+        // The container's cgroup move in `runnc create` waits for an RCU grace period
+        // after a quiet spell (cgroup v1); priming from here lets that wait pass while
+        // the rootfs is written and the shim and runnc start (runnc/src/cgroup/prime.rs).
+        let primer = runnc::cgroup::prime::start();
         let result = self.create_in(&id, &dir, &pod, &config, &image, &image_ref);
+        drop(primer);
         if let Err(e) = &result {
             tracing::warn!(container = %id, "CreateContainer failed: {e}");
             let _ = self.runnc(&["delete", "--force", &id]);

@@ -11,7 +11,9 @@
 //! [`start`] writes runnc's own pid back into the cgroup it already is in — a move
 //! that changes nothing — from a thread, right after `create` made the container's
 //! cgroup; the grace period then passes while the network is wired, the thread keeps
-//! the fast path on, and the real move of the container process is fast. Best effort: any failure
+//! the fast path on, and the real move of the container process is fast. septem-cri
+//! primes the same way from CreateContainer's entry, so the wait also overlaps its
+//! rootfs copy and the start of its shim and of runnc. Best effort: any failure
 //! (no permission, no cgroup file) only means the later write pays the wait itself.
 
 use std::path::{Path, PathBuf};
