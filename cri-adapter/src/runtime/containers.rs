@@ -235,9 +235,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         match c.state() {
             cri::ContainerState::ContainerCreated => {}
             s => {
@@ -286,9 +284,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         if c.finished_at != 0 {
             return Ok(());
         }
@@ -411,9 +407,7 @@ impl Runtime {
 
     /// ContainerStatus.
     pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, Error> {
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         Ok(cri::ContainerStatus {
             id: c.id.clone(),
             metadata: c.config.metadata.clone(),
@@ -453,9 +447,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         let Some(r) = r else { return Ok(()) };
         if c.finished_at != 0 {
             return Err(Error::FailedPrecondition(format!(
@@ -498,9 +490,7 @@ impl Runtime {
 
     /// ReopenContainerLog.
     pub fn reopen_log(&self, id: &str) -> Result<(), Error> {
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         if c.state() != cri::ContainerState::ContainerRunning {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is not running"
@@ -529,9 +519,7 @@ impl Runtime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<Option<crate::ordinary::Exec>, Error> {
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         if c.septem {
             return Ok(None);
         }
@@ -560,15 +548,12 @@ impl Runtime {
 
     /// Whether container `id` is a Septem unikernel (NotFound when there is none).
     pub fn is_septem(&self, id: &str) -> Result<bool, Error> {
-        self.container(id)
-            .map(|c| c.septem)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+        self.require_container(id).map(|c| c.septem)
     }
 
-    /// The pod's existence.
-    pub fn require_pod(&self, id: &str) -> Result<(), Error> {
+    /// Pod `id`, or NotFound naming it.
+    pub fn require_pod(&self, id: &str) -> Result<Pod, Error> {
         self.pod(id)
-            .map(|_| ())
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
     }
 }

@@ -306,6 +306,12 @@ impl Runtime {
             .clone()
     }
 
+    /// Container `id`, or NotFound naming it.
+    fn require_container(&self, id: &str) -> Result<Container, Error> {
+        self.container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+    }
+
     fn pod(&self, id: &str) -> Option<Pod> {
         self.pods
             .read()

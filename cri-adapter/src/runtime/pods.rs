@@ -237,9 +237,7 @@ impl Runtime {
 
     /// PodSandboxStatus.
     pub fn pod_status(&self, id: &str) -> Result<cri::PodSandboxStatus, Error> {
-        let pod = self
-            .pod(id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        let pod = self.require_pod(id)?;
         Ok(cri::PodSandboxStatus {
             id: pod.id.clone(),
             metadata: pod.config.metadata.clone(),

@@ -101,9 +101,7 @@ impl Runtime {
 
     /// ContainerStats.
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Error> {
-        let c = self
-            .container(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = self.require_container(id)?;
         Ok(self.stats_of(&c))
     }
 
@@ -129,9 +127,7 @@ impl Runtime {
 
     /// PodSandboxStats: the sum of its containers' CPU and memory.
     pub fn pod_stats(&self, id: &str) -> Result<cri::PodSandboxStats, Error> {
-        let pod = self
-            .pod(id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        let pod = self.require_pod(id)?;
         let containers = self.list_container_stats(Some(cri::ContainerStatsFilter {
             pod_sandbox_id: id.to_string(),
             ..Default::default()
