@@ -4,12 +4,17 @@
 //! images/
 //!   index.json                  {"images": {"sha256:…": {repo_tags, repo_digests, size, …}}}
 //!   sha256/<hex>/               the OCI image layout written by septem-build's pull
+//!   sha256/<hex>/rootfs/        a Septem image's layers, unpacked once (rootfs.rs)
 //! ```
 //!
 //! Pulls go through `septem_build::oci::registry::pull` (manifest, blob and diff_id
 //! digests verified) into a staging directory, then are renamed to their digest. Septem
 //! unikernel images and ordinary ones (sidecars, run by runc) are both stored; each
 //! record says which.
+
+mod rootfs;
+
+pub use rootfs::copy_tree;
 
 use crate::util;
 use septem_build::oci::registry::{self, PullOptions, RegistryOptions};
@@ -265,7 +270,7 @@ impl Store {
     }
 
     fn save(&self, index: &Index) -> Result<(), Error> {
-        util::write_json_atomic(&self.dir.join("index.json"), index)
+        util::write_json_durable(&self.dir.join("index.json"), index)
             .map_err(io("writing the image index"))
     }
 
@@ -346,6 +351,13 @@ impl Store {
         }
         let rec = rec.clone();
         self.save(&index)?;
+        drop(index);
+        if rec.septem {
+            // Best effort: the first container unpacks it otherwise.
+            if let Err(e) = self.unpacked(&rec.id) {
+                tracing::warn!(image = %rec.id, "{e}");
+            }
+        }
         Ok(rec)
     }
 
@@ -570,20 +582,6 @@ fn dir_size(dir: &Path) -> u64 {
         }
     });
     n
-}
-
-/// Unpacks the gzip tar `layers` in order into `rootfs` (tar's own checks refuse
-/// entries escaping it).
-pub fn unpack(layers: &[PathBuf], rootfs: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(rootfs)?;
-    for layer in layers {
-        let f = std::fs::File::open(layer)?;
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        ar.set_preserve_permissions(true);
-        ar.set_overwrite(true);
-        ar.unpack(rootfs)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ pub fn wait_gone(pid: i32, start: u64) {
         Ok(pidfd) => {
             // The pidfd names whatever has the pid now: ours only if it started then.
             if start_time(pid) == Some(start) {
-                poll_readable(&pidfd);
+                poll_readable(&pidfd, None);
             }
         }
         Err(e) => {
@@ -186,7 +186,8 @@ pub fn wait_gone(pid: i32, start: u64) {
     }
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A pidfd of process `pid`: readable once it has ended.
+pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
     // SAFETY: pidfd_open takes a pid and flags; no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -198,22 +199,29 @@ fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Waits until the pidfd is readable (its process has ended).
-fn poll_readable(fd: &std::os::fd::OwnedFd) {
+/// Waits until the pidfd is readable (its process has ended), at most `timeout`
+/// (None: no limit); true when it is.
+pub fn poll_readable(fd: &std::os::fd::OwnedFd, timeout: Option<Duration>) -> bool {
     use std::os::fd::AsRawFd as _;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
     loop {
-        // SAFETY: p is one valid pollfd; -1 waits without a timeout.
-        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        // Rounded up to whole milliseconds so a short rest does not spin; -1: no limit.
+        let ms = deadline.map_or(-1, |d| {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
+        // SAFETY: p is one valid pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
         if rc > 0 {
-            return;
+            return true;
         }
-        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
         }
     }
 }

@@ -10,9 +10,11 @@
 //! - stdout, stderr: the write ends of the container's output FIFOs, which `runnc
 //!   create` (and through it the container) inherits.
 //!
-//! The shim makes itself a child subreaper, runs `runnc create` (so the container
-//! process, forked by runnc, becomes the shim's child when runnc exits), reads the pid
-//! file, reports, and then lets go of the report pipe and the FIFOs (its descriptors
+//! The shim makes itself a child subreaper and creates the container: a Septem bundle
+//! through runnc's library in the shim itself (the container process is then the
+//! shim's child), any other bundle by running `runnc create` (the container process,
+//! forked by runnc or runc, becomes the shim's child when they exit; its pid comes
+//! from the pid file). It reports, and then lets go of the report pipe and the FIFOs (its descriptors
 //! 0, 1 and 2 become `/dev/null` and `<dir>/shim.log`): from then on only the container
 //! holds the FIFOs, so septem-cri's log copier sees end of file when the container is
 //! gone. It waits for the container process (reaping any other orphan on the way),
@@ -22,7 +24,8 @@
 //! (`runtime/waiter.rs`), then reads `exit.json`. Signals do not go through the shim:
 //! StopContainer's `runnc kill` signals the container process directly.
 //!
-//! Plain std + libc: no tokio, no tracing (its messages go to `shim.log`).
+//! Plain std + libc: no tokio; tracing only as runnc's logger, into runnc's `--log`
+//! file (the shim's own messages go to `shim.log`).
 
 use crate::{reaper, util};
 use serde::{Deserialize, Serialize};
@@ -169,9 +172,14 @@ fn report_channel() -> std::io::Result<std::fs::File> {
     ))
 }
 
-/// Becomes a subreaper and runs `runnc create`; the container process' pid.
+/// Becomes a subreaper and creates the container; the container process' pid. A
+/// Septem bundle is created in this process by runnc's library (one exec less on the
+/// pod's critical path); any other bundle by the runnc binary, which hands it to runc.
 fn create(dir: &Path, runnc: &Path, args: &[std::ffi::OsString]) -> Result<i32, String> {
     reaper::become_subreaper().map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    if let Some(created) = create_in_process(runnc, args)? {
+        return Ok(created);
+    }
     let mut child = Command::new(runnc)
         .args(args)
         .stdin(Stdio::null())
@@ -187,6 +195,44 @@ fn create(dir: &Path, runnc: &Path, args: &[std::ffi::OsString]) -> Result<i32, 
     text.trim()
         .parse()
         .map_err(|e| format!("runnc's pid file {text:?}: {e}"))
+}
+
+/// `runnc <args>` (a `create`) through runnc's library, as the runnc binary would run
+/// it (same log file, settings, state); None when it is not a `create` of a Septem
+/// bundle. Errors are logged as the binary logs them and returned as the report's text.
+fn create_in_process(runnc: &Path, args: &[std::ffi::OsString]) -> Result<Option<i32>, String> {
+    use clap::Parser as _;
+    let argv = std::iter::once(runnc.as_os_str()).chain(args.iter().map(|a| a.as_os_str()));
+    let Ok(cli) = runnc::cli::Cli::try_parse_from(argv) else {
+        return Ok(None); // the binary will say what is wrong with them
+    };
+    let runnc::cli::Command::Create(c) = &cli.command else {
+        return Ok(None);
+    };
+    let fail = |e: String| {
+        runnc::logging::error(&e);
+        format!("runnc create: {e}")
+    };
+    runnc::logging::init(
+        cli.log.as_deref(),
+        cli.log_format == runnc::cli::LogFormat::Json,
+        cli.debug,
+    )
+    .map_err(|e| format!("runnc create: {e}"))?;
+    let settings = runnc::settings::Settings::load_for(Some(runnc))
+        .map_err(|e| fail(format!("runnc configuration: {e}")))?;
+    let ctx = runnc::commands::Ctx {
+        root: runnc::bundle::absolute(&cli.root),
+        settings,
+        systemd: cli.systemd_cgroup,
+        args: args.to_vec(),
+    };
+    match runnc::commands::create_in_process(&ctx, c) {
+        // Dropping `created` unlocks the container for start, kill and delete.
+        Ok(Some(created)) => Ok(Some(created.state.pid)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(fail(format!("{:#}", anyhow::Error::new(e)))),
+    }
 }
 
 /// Points descriptors 0 and 1 at `/dev/null` and 2 at `<dir>/shim.log`: the report

@@ -64,8 +64,16 @@ pub fn check_backend(name: &str, from: &'static str) -> Result<String, Error> {
 }
 
 impl Settings {
-    /// Reads the config file (if any) and the environment.
+    /// Reads the config file (if any) and the environment; `septem-run` defaults to
+    /// the one next to the running executable.
     pub fn load() -> Result<Settings, Error> {
+        Settings::load_for(std::env::current_exe().ok().as_deref())
+    }
+
+    /// [`Settings::load`] for runnc running inside another program (septem-cri's
+    /// shim): `septem-run` defaults to the one next to `runnc`, the runnc binary that
+    /// program would otherwise run.
+    pub fn load_for(runnc: Option<&Path>) -> Result<Settings, Error> {
         let path = std::env::var_os("RUNNC_CONFIG")
             .map_or_else(|| PathBuf::from(DEFAULT_CONFIG), PathBuf::from);
         let file = match std::fs::read_to_string(&path) {
@@ -80,7 +88,7 @@ impl Settings {
         let septem_run = env("RUNNC_SEPTEM_RUN")
             .map(PathBuf::from)
             .or(file.septem_run)
-            .unwrap_or_else(default_septem_run);
+            .unwrap_or_else(|| default_septem_run(runnc));
         let runc = env("RUNNC_RUNC")
             .map(PathBuf::from)
             .or(file.runc)
@@ -100,10 +108,9 @@ impl Settings {
     }
 }
 
-/// `septem-run` next to the running executable, else on PATH.
-fn default_septem_run() -> PathBuf {
-    std::env::current_exe()
-        .ok()
+/// `septem-run` next to `runnc`, else on PATH.
+fn default_septem_run(runnc: Option<&Path>) -> PathBuf {
+    runnc
         .and_then(|exe| exe.parent().map(|d| d.join("septem-run")))
         .filter(|p| p.is_file())
         .or_else(|| on_path("septem-run"))

@@ -10,7 +10,11 @@
 //! configurations take turns (round-robin) so load changes hit all alike. Images are
 //! pulled before timing. Prints median, mean, min, max and the median ratio against (c).
 //!
-//!   cargo run --release -p septem-tests --example cri_bench -- [PODS]   (root; bench/cri.sh)
+//!   cargo run --release -p septem-tests --example cri_bench -- [PODS] [ONLY]   (root; bench/cri.sh)
+//!
+//! `ONLY` (e.g. `septem-cri`) keeps the configurations whose label contains it, for
+//! profiling one path; the ratio column then needs the runc configuration in the set.
+//! `CRI_BENCH_KEEP=1` keeps the servers' directories (logs, state) and prints where.
 
 use k8s_cri::v1 as cri;
 use septem_tests::call;
@@ -132,7 +136,11 @@ fn main() {
     if skip_lifecycle() {
         std::process::exit(1);
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut tmp = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("CRI_BENCH_KEEP").is_some() {
+        // The servers' logs and state stay for a look (printed at the end).
+        tmp.disable_cleanup(true);
+    }
     let reg = Registry::start();
     let httpd = push_example(&reg, "httpd");
     let pause = push_pause_image(&reg, tmp.path());
@@ -228,6 +236,13 @@ fn main() {
         samples: vec![],
         phases: vec![],
     });
+    if let Some(only) = std::env::args().nth(2) {
+        configs.retain(|c| c.label.contains(&only));
+        assert!(
+            !configs.is_empty(),
+            "no configuration's label contains {only:?}"
+        );
+    }
     let log_dir = tmp.path().join("logs");
     // One warm-up pod each (not counted), then the rounds.
     for n in 0..=pods {
@@ -244,17 +259,18 @@ fn main() {
     }
     eprintln!();
     let base = {
-        let mut s = configs.last().expect("runc config").samples.clone();
+        let mut s = configs.last().expect("a configuration").samples.clone();
         s.sort();
         s[s.len() / 2]
     };
+    let base_label = configs.last().expect("a configuration").label;
     println!(
         "pod start → first HTTP 200, {pods} pods each (kvm {}):",
         if kvm { "usable" } else { "not usable" }
     );
     println!(
         "{:<48} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "configuration", "median", "mean", "min", "max", "runc/this"
+        "configuration", "median", "mean", "min", "max", "last/this"
     );
     for cfg in &configs {
         let mut s = cfg.samples.clone();
@@ -309,10 +325,13 @@ fn main() {
         s.sort();
         let ratio = ms(base) / ms(s[s.len() / 2]);
         println!(
-            "{}: {ratio:.1}x faster than containerd + runc (target >= 4x: {})",
+            "{}: {ratio:.1}x faster than {base_label} (target >= 4x: {})",
             cfg.label,
             if ratio >= 4.0 { "met" } else { "missed" }
         );
+    }
+    if std::env::var_os("CRI_BENCH_KEEP").is_some() {
+        println!("kept: {}", tmp.path().display());
     }
     drop(septem);
     drop(containerd);

@@ -69,9 +69,8 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = self.container_dir(&id);
         // The container's cgroup move in `runnc create` waits for an RCU grace period
-        // after a quiet spell (cgroup v1); priming from here lets that wait pass while
-        // the rootfs is written and the shim and runnc start (runnc/src/cgroup/prime.rs).
-        let primer = runnc::cgroup::prime::start();
+        // after a quiet spell (cgroup v1): primed since RunPodSandbox, or from here.
+        let primer = self.take_primer(&pod.id);
         let result = self.create_in(&id, &dir, &pod, &config, &image, &image_ref);
         drop(primer);
         if let Err(e) = &result {
@@ -95,12 +94,15 @@ impl Runtime {
         image: &images::ImageRecord,
         image_ref: &str,
     ) -> Result<(), Error> {
+        let mut laps = util::Laps::start("CreateContainer");
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(internal("creating the bundle"))?;
         let ic = self.images.config(&image.id)?;
         let spec = if image.septem {
-            images::unpack(&ic.layers, &bundle.join("rootfs"))
-                .map_err(internal("unpacking the image layer"))?;
+            let unpacked = self.images.unpacked(&image.id)?;
+            images::copy_tree(&unpacked, &bundle.join("rootfs"))
+                .map_err(internal("copying the image's unpacked layers"))?;
+            laps.lap("rootfs");
             let mut spec = self.spec(id, pod, config, &ic);
             spec["mounts"] = Value::Array(
                 unikernel_mounts(dir, pod, config).map_err(internal("writing resolv.conf"))?,
@@ -120,6 +122,7 @@ impl Runtime {
             serde_json::to_vec_pretty(&spec).unwrap_or_default(),
         )
         .map_err(internal("writing config.json"))?;
+        laps.lap("bundle");
 
         let (log_file, log_path) = {
             let dir_ = &pod.config.log_directory;
@@ -150,9 +153,11 @@ impl Runtime {
             .stdin(Stdio::from(report_w))
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
+        laps.lap("fifos");
         let mut shim_child = reaper::spawn(&mut cmd).map_err(internal(
             "starting the container's shim (septem-cri __shim)",
         ))?;
+        laps.lap("spawn_shim");
         drop(cmd); // our copies of the write ends: EOF when the container is gone
         logs::copy(out_r, "stdout", log.clone()).map_err(internal("log thread"))?;
         logs::copy(err_r, "stderr", log.clone()).map_err(internal("log thread"))?;
@@ -161,16 +166,14 @@ impl Runtime {
             std::fs::File::from(report_r),
             util::COMMAND_TIMEOUT + Duration::from_secs(10),
         );
+        laps.lap("shim_report");
         let pid = match report {
             shim::Report::Created(pid) => pid,
             shim::Report::Failed(why) => {
                 let _ = shim_child.kill();
                 let _ = shim_child.wait();
                 reaper::forget(shim_pid);
-                return Err(Error::Internal(format!(
-                    "{why}: {}",
-                    last_line(&std::fs::read_to_string(&runnc_log).unwrap_or_default())
-                )));
+                return Err(Error::Internal(failed_create(&why, &runnc_log)));
             }
         };
         let c = Container {
@@ -203,6 +206,8 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), log);
         self.spawn_waiter(&c, Shim::Child(shim_pid));
+        laps.lap("save");
+        laps.log(id);
         self.emit(id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, pod = %pod.id, pid, shim_pid, "container created");
         Ok(())
@@ -219,7 +224,7 @@ impl Runtime {
             .arg(dir)
             .arg(&self.config.runnc)
             .arg("--root")
-            .arg(self.config.state_dir.join("runnc"))
+            .arg(self.runnc_root())
             .arg("--log")
             .arg(runnc_log)
             .process_group(0);
@@ -231,6 +236,7 @@ impl Runtime {
 
     /// StartContainer.
     pub fn start_container(&self, id: &str) -> Result<(), Error> {
+        let mut laps = util::Laps::start("StartContainer");
         let lock = self.lock_of(id);
         let _guard = lock
             .lock()
@@ -245,14 +251,24 @@ impl Runtime {
                 )))
             }
         }
-        let out = self.runnc(&["start", id])?;
-        if !out.ok() {
-            return Err(Error::Internal(format!(
-                "runnc start {id}: {}",
-                out.stderr.trim()
-            )));
+        if c.septem {
+            // runnc's start in this process (no fork: it opens the exec fifo and reads
+            // one byte): a runnc exec less on the pod's critical path.
+            runnc::commands::start_in_process(&self.runnc_root(), id)
+                .map_err(|e| Error::Internal(format!("runnc start {id}: {e}")))?;
+        } else {
+            let out = self.runnc(&["start", id])?;
+            if !out.ok() {
+                return Err(Error::Internal(format!(
+                    "runnc start {id}: {}",
+                    out.stderr.trim()
+                )));
+            }
         }
+        laps.lap("runnc_start");
         self.modify_container(id, |c| c.started_at = util::now_ns())?;
+        laps.lap("save");
+        laps.log(id);
         self.emit(
             id,
             &c.pod_id,
@@ -536,7 +552,7 @@ impl Runtime {
             .runc
             .clone()
             .unwrap_or_else(|| PathBuf::from("runc"));
-        let root = self.config.state_dir.join("runnc").join(".runc");
+        let root = self.runnc_root().join(".runc");
         match crate::ordinary::exec_sync(&runc, &root, id, &self.container_dir(id), cmd, timeout) {
             Ok(out) => Ok(Some(out)),
             Err(e @ crate::ordinary::ExecError::Timeout(_)) => {
@@ -559,6 +575,18 @@ impl Runtime {
 }
 
 /// The last non-empty line of `text` (runnc's log: its error).
+/// Why a create failed: the shim's report, with runnc's last log line when the report
+/// does not carry it already (the runnc binary's exit status alone says little).
+fn failed_create(why: &str, runnc_log: &Path) -> String {
+    let log = std::fs::read_to_string(runnc_log).unwrap_or_default();
+    let line = last_line(&log);
+    if line.is_empty() || line.contains(why.trim_start_matches("runnc create: ")) {
+        why.to_string()
+    } else {
+        format!("{why}: {line}")
+    }
+}
+
 fn last_line(text: &str) -> &str {
     text.lines()
         .rev()

@@ -11,6 +11,7 @@ impl Runtime {
 
     /// RunPodSandbox.
     pub fn run_pod(&self, req: cri::RunPodSandboxRequest) -> Result<String, Error> {
+        let mut laps = util::Laps::start("RunPodSandbox");
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox without a config".into()))?;
@@ -33,6 +34,9 @@ impl Runtime {
             ));
         }
         let id = util::random_id().map_err(internal("random id"))?;
+        // The pod's first container will move a process into a cgroup: the kernel's
+        // wait for that passes during CNI ADD (Runtime::take_primer).
+        let primer = runnc::cgroup::prime::start();
         let lock = self.lock_of(&id);
         let _guard = lock
             .lock()
@@ -56,17 +60,22 @@ impl Runtime {
         // The intent first: a crash from here on leaves a record of what to undo
         // (reconcile.rs), and only pods this instance made are ever undone.
         self.write_intent(&pod)?;
-        if let Err(e) = self
-            .create_netns(&pod)
-            .and_then(|()| self.setup_network(&mut pod))
-        {
+        laps.lap("intent");
+        if let Err(e) = self.create_netns(&pod).and_then(|()| {
+            laps.lap("netns");
+            self.setup_network(&mut pod)
+        }) {
             tracing::warn!(pod = %id, "RunPodSandbox failed: {e}");
             self.undo_pod_network(&mut pod);
             self.remove_intent(&id);
             return Err(e);
         }
+        laps.lap("cni_add");
         self.save_pod(pod.clone())?;
         self.remove_intent(&id);
+        self.keep_primer(&id, primer);
+        laps.lap("save");
+        laps.log(&id);
         tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, ip = %pod.ip, "pod ready");
         self.emit(&id, &id, cri::ContainerEventType::ContainerCreatedEvent);
         self.emit(&id, &id, cri::ContainerEventType::ContainerStartedEvent);
@@ -178,6 +187,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.drop_primer(id);
         let Some(mut pod) = self.pod(id) else {
             return Ok(());
         };
@@ -202,6 +212,7 @@ impl Runtime {
         let _guard = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.drop_primer(id);
         let Some(mut pod) = self.pod(id) else {
             return Ok(());
         };

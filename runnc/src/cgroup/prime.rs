@@ -17,8 +17,7 @@
 //! (no permission, no cgroup file) only means the later write pays the wait itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -61,8 +60,39 @@ fn own_procs_file(proc_self_cgroup: &str, root: &Path) -> Option<PathBuf> {
 /// [`MAX_PRIMING`] in any case.
 #[derive(Debug)]
 pub struct Primer {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The stop flag, with a condition variable so that [`Primer::finish`] wakes the thread
+/// at once instead of after the rest of its [`INTERVAL`].
+#[derive(Debug, Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn set(&self) {
+        *self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `d`; true once stopped.
+    fn wait(&self, d: Duration) -> bool {
+        let stopped = self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stopped, _) = self
+            .wake
+            .wait_timeout_while(stopped, d, |s| !*s)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stopped
+    }
 }
 
 /// How often the no-op move is repeated.
@@ -74,7 +104,7 @@ impl Primer {
     /// Stops the repeats; the fast path stays on for one more grace period, long enough
     /// for the caller's own move right after.
     pub fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -84,7 +114,7 @@ impl Primer {
 impl Drop for Primer {
     /// A create that fails before its move stops the repeats too (without waiting).
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set();
     }
 }
 
@@ -94,7 +124,7 @@ impl Drop for Primer {
 pub fn start() -> Option<Primer> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let procs = own_procs_file(&text, Path::new(super::CGROUP_ROOT))?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Stop::default());
     let stop_ = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("cgroup-prime".into())
@@ -106,17 +136,19 @@ pub fn start() -> Option<Primer> {
     })
 }
 
-fn prime_until(procs: &Path, stop: &AtomicBool) {
+fn prime_until(procs: &Path, stop: &Stop) {
     let started = Instant::now();
     let me = std::process::id().to_string();
     let mut first = None;
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_PRIMING {
+    while started.elapsed() < MAX_PRIMING {
         if let Err(e) = std::fs::write(procs, &me) {
             tracing::debug!(file = %procs.display(), "cgroup priming skipped: {e}");
             return;
         }
         first.get_or_insert_with(|| started.elapsed());
-        std::thread::sleep(INTERVAL);
+        if stop.wait(INTERVAL) {
+            break;
+        }
     }
     tracing::debug!(file = %procs.display(), first_write = ?first, "cgroup migration lock primed");
 }

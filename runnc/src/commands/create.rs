@@ -24,13 +24,25 @@ pub struct Created {
 
 /// `create` (also the first half of `run`).
 pub fn create(ctx: &Ctx, c: &Create) -> Result<Created, Error> {
+    match create_in_process(ctx, c)? {
+        Some(created) => Ok(created),
+        None => Err(ctx.forward()),
+    }
+}
+
+/// `create` for a library caller (septem-cri's shim, in its own process): the same as
+/// the command for a Septem bundle; None for any other bundle, which the caller hands
+/// to the runnc binary (runnc would replace the calling process with runc). Nothing has
+/// been done when it returns None. The returned [`Created`] holds the container's
+/// lock: drop it before anything else touches the container.
+pub fn create_in_process(ctx: &Ctx, c: &Create) -> Result<Option<Created>, Error> {
     state::check_id(&c.id)?;
     let bundle = match bundle::load(&c.bundle) {
         Ok(Some(b)) => b,
-        Ok(None) => return Err(ctx.forward()),
+        Ok(None) => return Ok(None),
         Err(bundle::Error::Config { path, source }) => {
             tracing::debug!("{}: {source}; handing the bundle to runc", path.display());
-            return Err(ctx.forward());
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
@@ -61,11 +73,11 @@ pub fn create(ctx: &Ctx, c: &Create) -> Result<Created, Error> {
         started: false,
     };
     match build(ctx, c, &bundle, &plan, &dir, &mut st) {
-        Ok(()) => Ok(Created {
+        Ok(()) => Ok(Some(Created {
             dir,
             state: st,
             spec: bundle.spec,
-        }),
+        })),
         Err(e) => {
             tracing::debug!("create of {} failed, undoing: {e}", c.id);
             if let Err(undo) = teardown(dir, &st) {
@@ -101,11 +113,11 @@ fn build(
     dir: &Dir,
     st: &mut State,
 ) -> Result<(), Error> {
-    dir.save_quick(st)?;
+    dir.save(st)?;
     let mut primer = None;
     if let Some(cg) = cgroup_for(ctx, &c.id, plan)? {
         st.cgroup = Some(cg.clone());
-        dir.save_quick(st)?;
+        dir.save(st)?;
         cg.create()?;
         cg.apply(&plan.resources)?;
         // After the mkdirs (the priming write holds the cgroup mutex while it waits):
@@ -120,7 +132,7 @@ fn build(
         NetMode::Join(path) => {
             if !plan.net_devices.is_empty() {
                 st.wiring = Some(network::wire(path, &plan.net_devices)?);
-                dir.save_quick(st)?;
+                dir.save(st)?;
             }
             netns_fd = Some(open_ns(path)?);
         }
@@ -128,10 +140,10 @@ fn build(
         NetMode::New => {
             let path = dir.path.join(NETNS_FILE);
             st.own_netns = true;
-            dir.save_quick(st)?;
+            dir.save(st)?;
             crate::netns::create(&path)?;
             st.wiring = Some(network::wire(&path, &plan.net_devices)?);
-            dir.save_quick(st)?;
+            dir.save(st)?;
             netns_fd = Some(open_ns(&path)?);
         }
     }
@@ -180,7 +192,7 @@ fn build(
     }
     if let Some(pid_file) = &c.pid_file {
         let pid_file = bundle::absolute(pid_file);
-        state::write_atomic(&pid_file, pid.to_string().as_bytes(), false)?;
+        state::write_atomic(&pid_file, pid.to_string().as_bytes())?;
     }
     Ok(())
 }

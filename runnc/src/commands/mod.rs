@@ -19,7 +19,9 @@ use crate::state::{Dir, State};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use create::{create_in_process, Created};
 pub use delete::teardown;
+pub use start::start_in_process;
 
 /// Errors of the commands: each module's own, plus plain refusals.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,25 @@ pub fn start(ctx: &Ctx, id: &str) -> Result<(), Error> {
     start_locked(&dir, &mut st, spec.as_ref())
 }
 
+/// `start ID` for a library caller (septem-cri, in its own process): the same as the
+/// command, except that an id runnc has no container for is an error, not a hand-over
+/// to runc (which would replace the caller's process).
+pub fn start_in_process(root: &std::path::Path, id: &str) -> Result<(), Error> {
+    let Some(dir) = Dir::open(root, id)? else {
+        return Err(Error::Refused(format!(
+            "runnc has no container {id} under {}",
+            root.display()
+        )));
+    };
+    let Some(mut st) = dir.load()? else {
+        return Err(Error::Refused(format!(
+            "container {id} has no state (its create did not finish)"
+        )));
+    };
+    let spec = load_spec(&st);
+    start_locked(&dir, &mut st, spec.as_ref())
+}
+
 /// The bundle's config (for hooks); None when it cannot be read any more.
 pub fn load_spec(st: &State) -> Option<Spec> {
     match Spec::load(st.bundle.join("config.json")) {

@@ -1,6 +1,5 @@
 //! Container state: `<root>/<id>/state.json`, written atomically (temporary file,
-//! fsync, rename, fsync of the directory; `create`'s intermediate records skip the
-//! fsyncs, see [`Dir::save_quick`]), under an exclusive `flock` on the
+//! rename; no fsync, see [`Dir::save`]), under an exclusive `flock` on the
 //! `<root>/<id>` directory so concurrent commands on one id serialize.
 
 pub mod proc;
@@ -214,26 +213,16 @@ impl Dir {
         }
     }
 
-    /// Writes `state.json` atomically and durably (fsync of the file and the
-    /// directory): the record other commands rely on.
+    /// Writes `state.json` atomically (a temporary file renamed over it), without
+    /// fsync: a runnc crash keeps it (the page cache survives it); an OS crash takes
+    /// every process, cgroup, tap and namespace it describes with it, and the pid's start
+    /// time tells a record from before a reboot (runc does not sync its state either).
     pub fn save(&self, state: &State) -> Result<(), Error> {
-        self.write(state, true)
-    }
-
-    /// Writes `state.json` atomically but without fsync: the intermediate records of
-    /// `create` (what to undo should runnc die half-way). A runnc crash keeps them (the
-    /// page cache survives it); an OS crash takes every process, cgroup, tap and
-    /// namespace they describe with it anyway.
-    pub fn save_quick(&self, state: &State) -> Result<(), Error> {
-        self.write(state, false)
-    }
-
-    fn write(&self, state: &State, durable: bool) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(state).map_err(|source| Error::Corrupt {
             path: self.path.join(STATE_FILE),
             source,
         })?;
-        write_atomic(&self.path.join(STATE_FILE), &bytes, durable)
+        write_atomic(&self.path.join(STATE_FILE), &bytes)
     }
 
     /// Removes the directory and everything in it (the lock goes with it).
@@ -246,32 +235,16 @@ impl Dir {
     }
 }
 
-/// Writes `path` atomically: `path.tmp`, then rename over `path`; `durable` adds an
-/// fsync of the file before the rename and of the directory after it.
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Error> {
+/// Writes `path` atomically: `path.tmp`, then rename over `path` (no fsync, see
+/// [`Dir::save`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
     f.write_all(bytes).map_err(io("cannot write", &tmp))?;
-    if durable {
-        f.sync_all().map_err(io("cannot sync", &tmp))?;
-    }
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io("cannot rename to", path))?;
-    if durable {
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("cannot sync", dir))?;
-        }
-    }
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(io("cannot rename to", path))
 }
 
 impl State {
