@@ -133,6 +133,14 @@ pub fn wall_clock() -> Duration {
     Duration::from_nanos(ns.unwrap_or(0))
 }
 
+/// How long ago the guest started (the boot clock `BootInfo` carries: when septem-run
+/// entered the guest, which is at `start` for a container, not at `create`).
+#[must_use]
+pub fn since_boot() -> Duration {
+    let boot = boot::boot_info().map_or(0, |b| b.boot_monotonic_ns);
+    Duration::from_nanos(monotonic_ns().saturating_sub(boot))
+}
+
 /// Sleeps for at least `d`.
 pub fn sleep(d: Duration) {
     let deadline = Instant::now().checked_add(d).unwrap_or(Instant(u64::MAX));

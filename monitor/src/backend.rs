@@ -24,6 +24,8 @@ pub struct GuestSpec {
     pub dispatch: DispatchConfig,
     /// The attached devices (tap fds open), in manifest order.
     pub devices: Devices,
+    /// `--start-fifo`: the gate to wait at once the guest is set up ([`crate::gate`]).
+    pub start_fifo: Option<std::path::PathBuf>,
 }
 
 /// Which backend to use.

@@ -29,6 +29,26 @@ const INFO: u64 = size_of::<BootInfo>() as u64;
 const STR: u64 = size_of::<BootStr>() as u64;
 const DEVICE: u64 = size_of::<BootDevice>() as u64;
 
+/// Writes new boot clocks into the `BootInfo` at `info_at` (written by
+/// [`write_boot_area`]): the guest's uptime starts when it really starts, e.g. after
+/// waiting at the start gate ([`crate::gate`]).
+pub fn restamp_clocks(
+    mem: &GuestMemory,
+    info_at: GuestAddr,
+    monotonic_ns: u64,
+    wall_ns: u64,
+) -> Result<(), MemError> {
+    let field = |offset: usize| GuestAddr::new(info_at.raw() + offset as u64);
+    mem.write_obj(
+        field(core::mem::offset_of!(BootInfo, boot_monotonic_ns)),
+        &monotonic_ns,
+    )?;
+    mem.write_obj(
+        field(core::mem::offset_of!(BootInfo, boot_wall_ns)),
+        &wall_ns,
+    )
+}
+
 /// Bytes the boot area needs for these arguments, environment and `devices` devices.
 #[must_use]
 pub fn boot_area_size(args: &[String], env: &[String], devices: usize) -> u64 {
@@ -89,4 +109,50 @@ pub fn write_boot_area(
     };
     mem.write_obj(info_at, &info)?;
     Ok(info_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{Region, RegionKind};
+
+    #[test]
+    fn restamping_changes_only_the_boot_clocks() {
+        let mut buf = vec![0u8; 0x1000];
+        // SAFETY: `buf` outlives `mem`.
+        let mut mem = unsafe { GuestMemory::new(buf.as_mut_ptr(), 0x1000, 0x1000) };
+        mem.add_region(Region {
+            start: 0x1000,
+            end: 0x2000,
+            read: true,
+            write: true,
+            exec: false,
+            kind: RegionKind::Boot,
+        })
+        .unwrap();
+        let at = GuestAddr::new(0x1000);
+        let before = BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            argc: 3,
+            boot_monotonic_ns: 5,
+            boot_wall_ns: 6,
+            device_count: 1,
+            ..BootInfo::default()
+        };
+        mem.write_obj(at, &before).unwrap();
+        restamp_clocks(&mem, at, 1_000, 2_000).unwrap();
+        let after: BootInfo = mem.read_obj(at).unwrap();
+        assert_eq!(
+            (after.boot_monotonic_ns, after.boot_wall_ns),
+            (1_000, 2_000)
+        );
+        assert_eq!(
+            BootInfo {
+                boot_monotonic_ns: 5,
+                boot_wall_ns: 6,
+                ..after
+            },
+            before
+        );
+    }
 }

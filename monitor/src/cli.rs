@@ -4,7 +4,7 @@
 //! septem-run [--backend auto|seccomp|kvm] [--mem SIZE] [--env K=V]… [--trace]
 //!            [--net:NAME=TAP [--net-mac:NAME=MAC] [--net-ip:NAME=ADDR/PREFIX]
 //!             [--net-gw:NAME=ADDR]]… [--dns ADDR] [--block:NAME=FILE[,ro][,sync]]…
-//!            IMAGE [-- ARGS…]
+//!            [--start-fifo FIFO] IMAGE [-- ARGS…]
 //! septem-run --print-policy [--backend seccomp|kvm]
 //! ```
 //!
@@ -64,8 +64,14 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = parse_dns)]
     pub dns: Option<Ipv4Addr>,
 
+    /// Set the guest up, then wait until FIFO is opened for reading (one byte is
+    /// written to it) before starting the guest: runc's exec fifo protocol, for
+    /// runtimes that create a container before they start it (see docs/runnc.md).
+    #[arg(long, value_name = "FIFO")]
+    pub start_fifo: Option<PathBuf>,
+
     /// Print the seccomp policy (syscall, number, argument conditions) and exit.
-    #[arg(long, conflicts_with_all = ["image", "mem", "env", "trace", "dns"])]
+    #[arg(long, conflicts_with_all = ["image", "mem", "env", "trace", "dns", "start_fifo"])]
     pub print_policy: bool,
 
     /// The image to run (built by `septem-build build`).
@@ -176,6 +182,8 @@ pub struct RunOptions {
     pub devices: Vec<DeviceOpt>,
     /// `--dns`: name server for every net device.
     pub dns: Option<Ipv4Addr>,
+    /// `--start-fifo`: where to wait, set up, before starting the guest.
+    pub start_fifo: Option<PathBuf>,
 }
 
 /// The command line ends the program: help/version text, or a usage error.
@@ -446,6 +454,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Command, CliExit> {
         args: args.args,
         devices,
         dns: args.dns,
+        start_fifo: args.start_fifo,
     }))
 }
 

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod exit_status;
 pub mod fault;
 pub mod fmtbuf;
+pub mod gate;
 pub mod host;
 pub mod kvm;
 pub mod layout;

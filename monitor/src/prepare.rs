@@ -203,6 +203,9 @@ pub fn prepare(opts: &RunOptions) -> Result<GuestSpec, RunError> {
 
 /// [`prepare`] with an explicit host memory limit (for tests).
 pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<GuestSpec, RunError> {
+    if let Some(fifo) = &opts.start_fifo {
+        crate::gate::check(fifo).map_err(|e| RunError::Config(e.to_string()))?;
+    }
     let (image_bytes, image) = load_image(&opts.image)?;
     let matched = match_devices(&image.manifest, &opts.devices)?;
     let args: Vec<String> = std::iter::once(argv0(&opts.image))
@@ -237,6 +240,7 @@ pub fn prepare_with_host_limit(opts: &RunOptions, host_limit: u64) -> Result<Gue
             blocks: devices.block_limits(),
         },
         devices,
+        start_fifo: opts.start_fifo.clone(),
     })
 }
 
@@ -325,6 +329,7 @@ mod tests {
             args: vec!["x".into()],
             devices: Vec::new(),
             dns: None,
+            start_fifo: None,
         }
     }
 

@@ -86,6 +86,73 @@ fn create_start_state_delete() {
     assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
 }
 
+/// create executes septem-run at once (it sets the guest up and waits at its start
+/// gate, the exec fifo); the guest's boot clock is taken at start, not at create. On
+/// both backends (KVM when /dev/kvm works).
+#[test]
+fn monitor_waits_at_its_start_gate() {
+    if skip_unless_root() {
+        return;
+    }
+    match kvm_usable() {
+        Ok(()) => held_at_the_gate("kvm"),
+        Err(why) => eprintln!("SKIPPED (kvm part): {why}"),
+    }
+    held_at_the_gate("seccomp");
+}
+
+fn held_at_the_gate(backend: &str) {
+    let rt = Rt::new(&format!("gate-{backend}"));
+    let b = rt.bundle("b", &guest("clock"), &[]);
+    edit_config(&b, |c| {
+        c["annotations"]["org.septem.runnc.backend"] = backend.into()
+    });
+    let pid = rt.create(&b, "g1");
+    let deadline = Instant::now() + WAIT;
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    while comm().trim() != "septem-run" {
+        assert!(Instant::now() < deadline, "pid {pid} is {:?}", comm());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(rt.root.join("g1/state.json")).unwrap())
+            .unwrap();
+    let argv: Vec<&str> = st["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let fifo = rt.root.join("g1/exec.fifo");
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--start-fifo", fifo.to_str().unwrap()]),
+        "{argv:?}"
+    );
+    let held = Duration::from_millis(1500);
+    std::thread::sleep(held);
+    assert_eq!(rt.output("g1"), "", "the guest ran before start");
+    assert_eq!(rt.state("g1")["status"], "created");
+    rt.runnc(&["start", "g1"]).expect_status(0);
+    rt.wait_status("g1", "stopped", WAIT);
+    let out = rt.output("g1");
+    assert!(out.contains("clock OK"), "{out}");
+    let up_ms: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("up ")?
+                .strip_suffix(" ms at main")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no uptime in {out}"));
+    assert!(
+        u128::from(up_ms) < held.as_millis(),
+        "{backend}: the boot clock counts the {held:?} between create and start: up {up_ms} ms"
+    );
+    rt.runnc(&["delete", "g1"]).expect_status(0);
+}
+
 /// `run` exits with the guest's status and prints its args and environment.
 #[test]
 fn run_exit_status_args_env() {
@@ -679,6 +746,18 @@ fn joins_a_given_netns() {
         );
     }
     assert_eq!(st["own_netns"], false);
+    // septem-run is attached to the tap since create (waiting at its start gate), so
+    // frames that come before start wait in the tap instead of being dropped.
+    let carrier = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "cat"])
+        .arg(format!("/sys/class/net/{tap}/carrier"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&carrier.stdout).trim(),
+        "1",
+        "tap {tap} has no reader after create"
+    );
     rt.runnc(&["start", "w1"]).expect_status(0);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rt.status("w1"), "running", "{}", rt.output("w1"));

@@ -195,6 +195,20 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         Ok(p) => p,
         Err(e) => fail(e),
     };
+    if let Some(fifo) = &guest.start_fifo {
+        if let Err(e) = crate::gate::wait(fifo) {
+            fail(vm::SetupError {
+                what: format!("waiting at the start gate: {e}"),
+                errno: 0,
+            });
+        }
+        let now = (crate::host::monotonic_ns(), crate::host::wall_ns());
+        if let Err(e) = crate::boot::restamp_clocks(&p.mem, p.boot_info, now.0, now.1) {
+            fail(vm::SetupError::other(format!(
+                "restamping the boot clocks: {e}"
+            )));
+        }
+    }
     let signal = match crate::host::shutdown_signal_fd() {
         Ok(fd) => fd,
         Err(e) => fail(vm::SetupError {

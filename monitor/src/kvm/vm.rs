@@ -33,7 +33,7 @@ impl SetupError {
         }
     }
 
-    fn other(what: impl Into<String>) -> Self {
+    pub(crate) fn other(what: impl Into<String>) -> Self {
         SetupError {
             what: what.into(),
             errno: 0,
@@ -100,6 +100,50 @@ impl GuestRam {
     #[must_use]
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// How much of the heap's start and the stack's top [`warm_first_pages`] populates.
+const WARM_HEAP: u64 = 1 << 20;
+const WARM_STACK: u64 = 256 << 10;
+
+/// Populates the host pages behind the start of the heap and the top of the stack,
+/// where every guest begins to write. Under shadow paging (`kvm_pvm` here) the guest's
+/// first touch of a page is a VM exit (~25 µs); when the host page is already there,
+/// KVM maps its present neighbours in the same exit, so a server guest reached its
+/// first request 2.5 ms sooner here (`first touch` in docs/kvm-backend.md) for ~1.25 MiB
+/// of memory it would mostly have touched anyway. Best effort: an old kernel without
+/// `MADV_POPULATE_WRITE` only skips it.
+fn warm_first_pages(ram: &GuestRam, layout: &Layout) {
+    let ranges = [
+        (
+            layout.heap_start,
+            WARM_HEAP.min(layout.heap_end - layout.heap_start),
+        ),
+        (
+            layout.stack_top - WARM_STACK.min(layout.stack_top - layout.stack_bottom),
+            WARM_STACK.min(layout.stack_top - layout.stack_bottom),
+        ),
+    ];
+    for (start, len) in ranges {
+        if start.checked_add(len).is_none_or(|end| end > ram.size()) {
+            continue;
+        }
+        let (Ok(offset), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+            continue;
+        };
+        // SAFETY: `[start, start + len)` lies inside the guest RAM mapping (checked
+        // above); MADV_POPULATE_WRITE only faults its pages in, it changes no content.
+        let rc = unsafe {
+            libc::madvise(
+                ram.host_ptr().add(offset).cast(),
+                len,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!("MADV_POPULATE_WRITE: {}", std::io::Error::last_os_error());
+        }
     }
 }
 
@@ -384,6 +428,8 @@ pub struct Prepared {
     pub mem: GuestMemory,
     /// The monitor's view of the fault record.
     pub fault_view: GuestMemory,
+    /// Where `BootInfo` is (for [`crate::boot::restamp_clocks`]).
+    pub boot_info: GuestAddr,
 }
 
 /// Builds the whole machine for `image` in `layout`, with the boot area from `params`
@@ -415,6 +461,7 @@ pub fn prepare(
     };
     let info: GuestAddr = boot::write_boot_area(&mem, layout, &params)
         .map_err(|e| SetupError::other(format!("boot area: {e}")))?;
+    warm_first_pages(&ram, layout);
     let mut machine = create(kvm, &ram)?;
     // As after a `call`: 16-byte aligned minus the return address slot.
     init_vcpu(
@@ -430,5 +477,6 @@ pub fn prepare(
         ram,
         mem,
         fault_view,
+        boot_info: info,
     })
 }

@@ -15,12 +15,12 @@ pub mod loader;
 pub mod signals;
 
 use crate::backend::{Backend, BackendKind, GuestSpec};
-use crate::boot::BootParams;
+use crate::boot::{self, BootParams};
 use crate::dispatch::DispatchConfig;
 use crate::layout::Layout;
 use crate::memory::GuestMemory;
 use crate::seccomp::{self, SealFds};
-use crate::{host, RunError};
+use crate::{gate, host, RunError};
 use septem_abi::HypercallFn;
 use septem_image::Image;
 use std::io;
@@ -81,6 +81,7 @@ impl Backend for SptBackend {
             env,
             dispatch,
             devices,
+            start_fifo,
         } = guest;
         let boot_devices = devices.boot_table();
         // Type-checked against the ABI's entry signature.
@@ -95,6 +96,17 @@ impl Backend for SptBackend {
             wall_ns: host::wall_ns(),
         };
         let loaded = loader::load(&image_bytes, &image, &layout, &boot)?;
+        if let Some(fifo) = &start_fifo {
+            gate::wait(fifo)
+                .map_err(|e| setup("waiting at the start gate")(io::Error::other(e)))?;
+            boot::restamp_clocks(
+                &loaded.mem,
+                loaded.boot_info,
+                host::monotonic_ns(),
+                host::wall_ns(),
+            )
+            .map_err(|e| setup("restamping the boot clocks")(io::Error::other(e)))?;
+        }
         // Everything that allocates or frees happens before sealing.
         drop((image_bytes, args, env, boot_devices));
         let signal = host::shutdown_signal_fd()

@@ -260,9 +260,16 @@ pub fn plan(b: &Bundle, default_backend: &str) -> Result<Plan, Error> {
 }
 
 impl Plan {
-    /// The `septem-run` argv (argv[0] = `septem_run`), with the taps of `wiring`.
+    /// The `septem-run` argv (argv[0] = `septem_run`), with the taps of `wiring` and
+    /// the exec fifo as its start gate (`--start-fifo`: it sets the guest up at
+    /// `create` and starts it when `start` opens the fifo).
     #[must_use]
-    pub fn argv(&self, septem_run: &Path, wiring: Option<&Wiring>) -> Vec<String> {
+    pub fn argv(
+        &self,
+        septem_run: &Path,
+        wiring: Option<&Wiring>,
+        start_fifo: &Path,
+    ) -> Vec<String> {
         let mut v = vec![
             septem_run.display().to_string(),
             "--backend".to_string(),
@@ -296,6 +303,8 @@ impl Plan {
         for b in &self.blocks {
             v.push(format!("--block:{b}"));
         }
+        v.push("--start-fifo".into());
+        v.push(start_fifo.display().to_string());
         v.push(self.image.display().to_string());
         if !self.args.is_empty() {
             v.push("--".into());

@@ -1,5 +1,7 @@
-//! `create`: set up everything, fork the container process (which waits on the exec
-//! fifo), record the state, write the pid file. Any failure undoes what was done.
+//! `create`: set up everything, fork the container process, place it in its cgroup,
+//! run the create hooks, release it (it executes septem-run, which sets the guest up
+//! and waits at the exec fifo for `start`), record the state, write the pid file. Any
+//! failure undoes what was done.
 
 use super::{io, teardown, Ctx, Error};
 use crate::bundle::plan::{plan, NetMode, Plan};
@@ -148,7 +150,8 @@ fn build(
         }
     }
 
-    st.argv = plan.argv(&ctx.settings.septem_run, st.wiring.as_ref());
+    let fifo = dir.path.join(EXEC_FIFO);
+    st.argv = plan.argv(&ctx.settings.septem_run, st.wiring.as_ref(), &fifo);
     tracing::debug!("septem-run argv for {}: {:?}", c.id, st.argv);
 
     let console = if plan.terminal {
@@ -163,15 +166,13 @@ fn build(
     } else {
         None
     };
-    let mut child =
-        process::Prepared::new(&st.argv, &process::monitor_env(), &dir.path.join(EXEC_FIFO))?;
+    let mut child = process::Prepared::new(&st.argv, &process::monitor_env(), &fifo)?;
     child.netns = netns_fd;
     child.unshare_flags = unshare_flags;
     child.console = console;
     child.preserve_fds = c.preserve_fds;
     child.close_first = dir.lock_fd();
     let pid = child.spawn()?;
-    drop(child);
     st.pid = pid;
     st.pid_start_time = proc::start_time(pid)
         .ok_or_else(|| Error::Refused(format!("the container process {pid} died at once")))?;
@@ -190,6 +191,9 @@ fn build(
         hooks::run("prestart", h.prestart().as_ref(), &json)?;
         hooks::run("createContainer", h.create_container().as_ref(), &json)?;
     }
+    // In its cgroup, hooks done: septem-run may start setting the guest up.
+    child.release()?;
+    drop(child);
     if let Some(pid_file) = &c.pid_file {
         let pid_file = bundle::absolute(pid_file);
         state::write_atomic(&pid_file, pid.to_string().as_bytes())?;

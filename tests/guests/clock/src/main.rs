@@ -1,6 +1,7 @@
 //! Checks the clocks: the monitor's monotonic clock never goes backward over many
 //! reads, a 20 ms sleep takes at least 20 ms, the wall clock is after 2020. Prints
-//! `clock OK` or the failure (exit 1).
+//! `clock OK` or the failure (exit 1), then `up <ms> ms at main` (the boot clock's
+//! age when `main` began).
 #![no_std]
 #![no_main]
 
@@ -16,6 +17,7 @@ const READS: u32 = 2000;
 const Y2020: u64 = 1_577_836_800;
 
 fn main() -> i32 {
+    let up_at_main = time::since_boot();
     let mut prev = match hypercall::clock_monotonic() {
         Ok(t) => t,
         Err(e) => {
@@ -47,5 +49,6 @@ fn main() -> i32 {
         "clock OK: {READS} monotonic reads, sleep(20ms) took {slept:?}, wall clock {}",
         UtcDateTime::from_unix(wall)
     );
+    println!("up {} ms at main", up_at_main.as_millis());
     0
 }
