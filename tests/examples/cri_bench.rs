@@ -264,13 +264,19 @@ fn main() {
         s[s.len() / 2]
     };
     let base_label = configs.last().expect("a configuration").label;
+    // The ratio column: against containerd + runc unless ONLY left it out.
+    let ratio_column = if base_label.starts_with("containerd + runc,") {
+        "runc/this"
+    } else {
+        "last/this"
+    };
     println!(
         "pod start → first HTTP 200, {pods} pods each (kvm {}):",
         if kvm { "usable" } else { "not usable" }
     );
     println!(
         "{:<48} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "configuration", "median", "mean", "min", "max", "last/this"
+        "configuration", "median", "mean", "min", "max", ratio_column
     );
     for cfg in &configs {
         let mut s = cfg.samples.clone();
