@@ -232,6 +232,33 @@ fn pod_lifecycle_through_cri() {
         "CreateContainer with a tty",
     );
     assert!(m.contains("no terminal"), "{m}");
+    // Refused by runnc's create (in the shim, through runnc's library): its reason
+    // reaches the caller, and nothing of the container is left.
+    let m = expect_code(
+        bad(cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 16 << 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..good.clone()
+        }),
+        Code::Internal,
+        "CreateContainer below runnc's memory floor",
+    );
+    assert!(m.contains("below runnc's floor of 32 MiB"), "{m}");
+    let runnc_root = server.state().join("runnc");
+    let left: Vec<_> = std::fs::read_dir(&runnc_root)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != ".runc")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "runnc state left: {left:?}");
     let none = call!(
         c,
         runtime.list_containers(cri::ListContainersRequest::default())
