@@ -28,6 +28,20 @@ fn cgroup_dirs(rt: &Rt, id: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The container's `state.json` as runnc saved it, and the septem-run argv in it.
+fn saved_state(rt: &Rt, id: &str) -> (Value, Vec<String>) {
+    let path = rt.root.join(id).join("state.json");
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("state.json"))
+        .expect("state.json is JSON");
+    let argv = st["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    (st, argv)
+}
+
 /// A bundle of the long-lived `net_echo` guest (sends a frame every second, exits
 /// after 30 s without an answer) in a network namespace runnc makes itself.
 fn long_lived(rt: &Rt, name: &str) -> PathBuf {
@@ -114,19 +128,11 @@ fn held_at_the_gate(backend: &str) {
         assert!(Instant::now() < deadline, "pid {pid} is {:?}", comm());
         std::thread::sleep(Duration::from_millis(10));
     }
-    let st: Value =
-        serde_json::from_str(&std::fs::read_to_string(rt.root.join("g1/state.json")).unwrap())
-            .unwrap();
-    let argv: Vec<&str> = st["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let (_, argv) = saved_state(&rt, "g1");
     let fifo = rt.root.join("g1/exec.fifo");
     assert!(
         argv.windows(2)
-            .any(|w| w == ["--start-fifo", fifo.to_str().unwrap()]),
+            .any(|w| w[0] == "--start-fifo" && Path::new(&w[1]) == fifo),
         "{argv:?}"
     );
     let held = Duration::from_millis(1500);
@@ -720,15 +726,7 @@ fn joins_a_given_netns() {
         }]);
     });
     rt.create(&b, "w1");
-    let st: Value =
-        serde_json::from_str(&std::fs::read_to_string(rt.root.join("w1/state.json")).unwrap())
-            .unwrap();
-    let argv: Vec<&str> = st["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let (st, argv) = saved_state(&rt, "w1");
     let tap = st["wiring"]["nics"][0]["tap"]
         .as_str()
         .expect("a tap")
@@ -740,10 +738,7 @@ fn joins_a_given_netns() {
         "--net-gw:service=10.77.0.1".to_string(),
         "10.77.0.53".to_string(),
     ] {
-        assert!(
-            argv.contains(&want.as_str()),
-            "{want} missing from {argv:?}"
-        );
+        assert!(argv.contains(&want), "{want} missing from {argv:?}");
     }
     assert_eq!(st["own_netns"], false);
     // septem-run is attached to the tap since create (waiting at its start gate), so
