@@ -88,7 +88,8 @@ pub fn random_id() -> std::io::Result<String> {
 }
 
 /// Where the time of one request went: named laps, logged as one debug line
-/// (`SEPTEM_CRI_LOG=septem_cri=debug`), e.g. `create: unpack=0.8ms shim=9.1ms ...`.
+/// (`SEPTEM_CRI_LOG=septem_cri=debug`), e.g.
+/// `CreateContainer took rootfs=0.42ms bundle=0.09ms … shim_report=4.12ms save=0.22ms`.
 pub struct Laps {
     what: &'static str,
     start: Instant,

@@ -574,7 +574,6 @@ impl Runtime {
     }
 }
 
-/// The last non-empty line of `text` (runnc's log: its error).
 /// Why a create failed: the shim's report, with runnc's last log line when the report
 /// does not carry it already (the runnc binary's exit status alone says little).
 fn failed_create(why: &str, runnc_log: &Path) -> String {
@@ -587,6 +586,7 @@ fn failed_create(why: &str, runnc_log: &Path) -> String {
     }
 }
 
+/// The last non-empty line of `text` (runnc's log: its error).
 fn last_line(text: &str) -> &str {
     text.lines()
         .rev()
