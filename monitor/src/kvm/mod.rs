@@ -196,6 +196,8 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         Err(e) => fail(e),
     };
     if let Some(fifo) = &guest.start_fifo {
+        // Free while the gate is closed (the runtime's start has not come yet).
+        vm::warm_first_pages(&p.ram, &guest.layout);
         if let Err(e) = crate::gate::wait(fifo) {
             fail(vm::SetupError {
                 what: format!("waiting at the start gate: {e}"),

@@ -111,10 +111,11 @@ const WARM_STACK: u64 = 256 << 10;
 /// where every guest begins to write. Under shadow paging (`kvm_pvm` here) the guest's
 /// first touch of a page is a VM exit (~25 µs); when the host page is already there,
 /// KVM maps its present neighbours in the same exit, so a server guest reached its
-/// first request 2.5 ms sooner here (`first touch` in docs/kvm-backend.md) for ~1.25 MiB
-/// of memory it would mostly have touched anyway. Best effort: an old kernel without
-/// `MADV_POPULATE_WRITE` only skips it.
-fn warm_first_pages(ram: &GuestRam, layout: &Layout) {
+/// first request 2.5 ms sooner here (`First touch` in docs/kvm-backend.md) for ~1.25 MiB
+/// of memory it would mostly have touched anyway. Populating costs ~0.8 ms, so it is
+/// done only while a start gate hides it (`--start-fifo`: runnc, septem-cri). Best
+/// effort: an old kernel without `MADV_POPULATE_WRITE` only skips it.
+pub fn warm_first_pages(ram: &GuestRam, layout: &Layout) {
     let ranges = [
         (
             layout.heap_start,
@@ -461,7 +462,6 @@ pub fn prepare(
     };
     let info: GuestAddr = boot::write_boot_area(&mem, layout, &params)
         .map_err(|e| SetupError::other(format!("boot area: {e}")))?;
-    warm_first_pages(&ram, layout);
     let mut machine = create(kvm, &ram)?;
     // As after a `call`: 16-byte aligned minus the return address slot.
     init_vcpu(
