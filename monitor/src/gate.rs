@@ -38,6 +38,17 @@ pub enum GateError {
     },
 }
 
+impl GateError {
+    /// The system error number behind it (0 when there is none).
+    #[must_use]
+    pub fn errno(&self) -> i32 {
+        match self {
+            GateError::NotFifo(_) => 0,
+            GateError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+        }
+    }
+}
+
 fn io_error<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> GateError + 'a {
     move |source| GateError::Io {
         path: path.display().to_string(),

@@ -201,7 +201,7 @@ fn child(guest: GuestSpec, control: RawFd) -> Infallible {
         if let Err(e) = crate::gate::wait(fifo) {
             fail(vm::SetupError {
                 what: format!("waiting at the start gate: {e}"),
-                errno: 0,
+                errno: e.errno(),
             });
         }
         let now = (crate::host::monotonic_ns(), crate::host::wall_ns());
