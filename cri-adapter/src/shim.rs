@@ -213,20 +213,8 @@ fn create_in_process(runnc: &Path, args: &[std::ffi::OsString]) -> Result<Option
         runnc::logging::error(&e);
         format!("runnc create: {e}")
     };
-    runnc::logging::init(
-        cli.log.as_deref(),
-        cli.log_format == runnc::cli::LogFormat::Json,
-        cli.debug,
-    )
-    .map_err(|e| format!("runnc create: {e}"))?;
-    let settings = runnc::settings::Settings::load_for(Some(runnc))
-        .map_err(|e| fail(format!("runnc configuration: {e}")))?;
-    let ctx = runnc::commands::Ctx {
-        root: runnc::bundle::absolute(&cli.root),
-        settings,
-        systemd: cli.systemd_cgroup,
-        args: args.to_vec(),
-    };
+    let ctx = runnc::commands::Ctx::from_cli(&cli, args.to_vec(), Some(runnc))
+        .map_err(|e| fail(format!("{:#}", anyhow::Error::new(e))))?;
     match runnc::commands::create_in_process(&ctx, c) {
         // Dropping `created` unlocks the container for start, kill and delete.
         Ok(Some(created)) => Ok(Some(created.state.pid)),

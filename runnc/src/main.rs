@@ -1,8 +1,7 @@
 //! `runnc`: the command line (see the `runnc` library).
 
-use anyhow::Context as _;
 use clap::Parser as _;
-use runnc::cli::{Cli, LogFormat};
+use runnc::cli::Cli;
 use runnc::commands::{self, Ctx};
 
 fn main() {
@@ -35,17 +34,7 @@ fn main() {
 }
 
 fn real_main(cli: &Cli) -> anyhow::Result<i32> {
-    runnc::logging::init(
-        cli.log.as_deref(),
-        cli.log_format == LogFormat::Json,
-        cli.debug,
-    )?;
-    let settings = runnc::settings::Settings::load().context("runnc configuration")?;
-    let ctx = Ctx {
-        root: runnc::bundle::absolute(&cli.root),
-        settings,
-        systemd: cli.systemd_cgroup,
-        args: std::env::args_os().skip(1).collect(),
-    };
+    let exe = std::env::current_exe().ok();
+    let ctx = Ctx::from_cli(cli, std::env::args_os().skip(1).collect(), exe.as_deref())?;
     Ok(commands::dispatch(&ctx, &cli.command)?)
 }

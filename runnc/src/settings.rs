@@ -65,14 +65,8 @@ pub fn check_backend(name: &str, from: &'static str) -> Result<String, Error> {
 
 impl Settings {
     /// Reads the config file (if any) and the environment; `septem-run` defaults to
-    /// the one next to the running executable.
-    pub fn load() -> Result<Settings, Error> {
-        Settings::load_for(std::env::current_exe().ok().as_deref())
-    }
-
-    /// [`Settings::load`] for runnc running inside another program (septem-cri's
-    /// shim): `septem-run` defaults to the one next to `runnc`, the runnc binary that
-    /// program would otherwise run.
+    /// the one next to `runnc` (the runnc binary: the running one, or the one
+    /// septem-cri's shim would otherwise run), else on PATH.
     pub fn load_for(runnc: Option<&Path>) -> Result<Settings, Error> {
         let path = std::env::var_os("RUNNC_CONFIG")
             .map_or_else(|| PathBuf::from(DEFAULT_CONFIG), PathBuf::from);

@@ -116,15 +116,13 @@ const WARM_STACK: u64 = 256 << 10;
 /// done only while a start gate hides it (`--start-fifo`: runnc, septem-cri). Best
 /// effort: an old kernel without `MADV_POPULATE_WRITE` only skips it.
 pub fn warm_first_pages(ram: &GuestRam, layout: &Layout) {
+    let stack = WARM_STACK.min(layout.stack_top - layout.stack_bottom);
     let ranges = [
         (
             layout.heap_start,
             WARM_HEAP.min(layout.heap_end - layout.heap_start),
         ),
-        (
-            layout.stack_top - WARM_STACK.min(layout.stack_top - layout.stack_bottom),
-            WARM_STACK.min(layout.stack_top - layout.stack_bottom),
-        ),
+        (layout.stack_top - stack, stack),
     ];
     for (start, len) in ranges {
         if start.checked_add(len).is_none_or(|end| end > ram.size()) {

@@ -83,7 +83,41 @@ pub struct Ctx {
     pub args: Vec<OsString>,
 }
 
+/// Why a [`Ctx`] cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The `--log` file.
+    #[error(transparent)]
+    Log(#[from] crate::logging::Error),
+    /// The config file or the environment.
+    #[error("runnc configuration")]
+    Settings(#[source] crate::settings::Error),
+}
+
 impl Ctx {
+    /// What the runnc binary does first: the logger from the global flags, the
+    /// settings (`septem-run` defaults to the one next to `runnc`, the runnc binary
+    /// itself or, for septem-cri's shim, the one it would otherwise run), the context.
+    /// `args` is the argv without argv\[0\].
+    pub fn from_cli(
+        cli: &crate::cli::Cli,
+        args: Vec<OsString>,
+        runnc: Option<&std::path::Path>,
+    ) -> Result<Ctx, SetupError> {
+        crate::logging::init(
+            cli.log.as_deref(),
+            cli.log_format == crate::cli::LogFormat::Json,
+            cli.debug,
+        )?;
+        let settings = Settings::load_for(runnc).map_err(SetupError::Settings)?;
+        Ok(Ctx {
+            root: crate::bundle::absolute(&cli.root),
+            settings,
+            systemd: cli.systemd_cgroup,
+            args,
+        })
+    }
+
     /// Replaces this process with runc on the same argv (root rewritten); returns
     /// only when runc cannot be executed.
     #[must_use]
@@ -94,15 +128,21 @@ impl Ctx {
     /// Locks `<root>/<id>` and reads its state; hands the command to runc when runnc
     /// has no such container.
     pub fn open(&self, id: &str) -> Result<(Dir, State), Error> {
-        let Some(dir) = Dir::open(&self.root, id)? else {
-            return Err(self.forward());
-        };
-        match dir.load()? {
-            Some(s) => Ok((dir, s)),
-            None => Err(Error::Refused(format!(
-                "container {id} has no state (its create did not finish); run `runnc delete {id}`"
-            ))),
-        }
+        open_owned(&self.root, id)?.ok_or_else(|| self.forward())
+    }
+}
+
+/// Locks `<root>/<id>` and reads its state; None when runnc has no such container
+/// (for a library caller, which must not be replaced by runc as [`Ctx::open`] does).
+pub(crate) fn open_owned(root: &std::path::Path, id: &str) -> Result<Option<(Dir, State)>, Error> {
+    let Some(dir) = Dir::open(root, id)? else {
+        return Ok(None);
+    };
+    match dir.load()? {
+        Some(s) => Ok(Some((dir, s))),
+        None => Err(Error::Refused(format!(
+            "container {id} has no state (its create did not finish); run `runnc delete {id}`"
+        ))),
     }
 }
 

@@ -23,15 +23,10 @@ pub fn start(ctx: &Ctx, id: &str) -> Result<(), Error> {
 /// command, except that an id runnc has no container for is an error, not a hand-over
 /// to runc (which would replace the caller's process).
 pub fn start_in_process(root: &std::path::Path, id: &str) -> Result<(), Error> {
-    let Some(dir) = Dir::open(root, id)? else {
+    let Some((dir, mut st)) = super::open_owned(root, id)? else {
         return Err(Error::Refused(format!(
             "runnc has no container {id} under {}",
             root.display()
-        )));
-    };
-    let Some(mut st) = dir.load()? else {
-        return Err(Error::Refused(format!(
-            "container {id} has no state (its create did not finish)"
         )));
     };
     let spec = load_spec(&st);
