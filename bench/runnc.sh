@@ -70,8 +70,8 @@ cp /bin/busybox "$out/busybox/rootfs/bin/busybox"
 ln -s busybox "$out/busybox/rootfs/bin/true"
 
 # Both state roots on a tmpfs, as /run is on a usual host (containerd's shim passes
-# /run/containerd/runc/<namespace>): runnc fsyncs its state file at every update, runc
-# does not, and on an ext4 /run (as on this machine) that costs ~2-3 ms per fsync.
+# /run/containerd/runc/<namespace>). Neither runtime fsyncs its state file any more
+# (runnc stopped on 2026-12-06), so this only keeps the comparison as on a usual host.
 mkdir -p "$out/run"
 mount -t tmpfs septem-bench "$out/run"
 trap 'umount "$out/run"' EXIT
